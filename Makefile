@@ -1,0 +1,40 @@
+# xmask3d: `make demo` runs the whole pipeline, `make test` runs the test suite.
+# Both create .venv on first use and install the project with torch pinned (constraints.txt),
+# so pip never pulls a CUDA build of torch on a CPU machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed-stamp
+export OMP_NUM_THREADS ?= 2
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install test demo bench checkpoint clean lint
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[test,train]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+demo: install
+	$(VENV)/bin/xmask3d demo --out runs/demo
+
+bench: install
+	$(PY) -m benchmarks --out docs
+
+checkpoint: install
+	$(VENV)/bin/xmask3d demo --out runs/checkpoint --make-checkpoint src/xmask3d/resources/tiny_synthetic.pt
+
+lint: install
+	$(PY) -m ruff check src tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache build *.egg-info src/*.egg-info

@@ -1,0 +1,1 @@
+"""Data layer: scene containers, readers, projection, voxelisation, synthetic scenes."""
