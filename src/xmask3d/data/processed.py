@@ -53,7 +53,7 @@ def atomic_write(path: str | Path, write_fn) -> None:
 
 def _numpy_safe_globals() -> list:
     core = getattr(np, "_core", None) or np.core  # numpy 2 renamed core -> _core
-    found = [np.ndarray, np.dtype, core.multiarray._reconstruct]
+    found = [np.ndarray, np.dtype, core.multiarray._reconstruct, bytes]
     found += [type(np.dtype(t)) for t in ("f4", "f8", "i4", "i8", "u1", "u2", "u4", "i2", "bool")]
     return found
 
@@ -158,7 +158,7 @@ def write_view(root: str | Path, scene: str, frame: str, *, color: np.ndarray, p
     """Write one frame of ``scene`` into ``<root>/scannet_2d/<scene>/``."""
     base = Path(root) / "scannet_2d" / scene
     atomic_write(base / "color" / f"{frame}.jpg",
-                 lambda t: Image.fromarray(np.asarray(color, np.uint8)).save(t, "JPEG", quality=95))
+                 lambda t: Image.fromarray(np.asarray(color, np.uint8)).save(t, "JPEG", quality=95, subsampling=0))
     atomic_write(base / "pose" / f"{frame}.txt", lambda t: np.savetxt(t, np.asarray(pose), "%.9f"))
     if depth is not None:
         mm = np.clip(np.round(np.nan_to_num(np.asarray(depth)) * 1000.0), 0, 65535)

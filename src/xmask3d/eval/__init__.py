@@ -1,0 +1,1 @@
+"""Evaluation: open-vocabulary segmentation metrics and the multi-view evaluator."""
