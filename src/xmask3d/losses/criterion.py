@@ -1,0 +1,198 @@
+"""All training losses of XMask3D as weighted, named terms of (outputs, batch).
+
+Follows XMask3D method.md §3 (weights of §3.8, B15N4 values for the split-dependent ones) with the
+fixes of decisions.md §5; the published behaviours are options of ``LossWeights``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from xmask3d.data.batch import IGNORE_LABEL, ViewBatch
+from xmask3d.data.targets import mask_targets_for_batch
+from xmask3d.errors import ConfigError
+from xmask3d.losses.alignment import caption_alignment, mask_region_alignment
+from xmask3d.losses.mask_losses import set_criterion
+from xmask3d.losses.matcher import HungarianMatcher
+from xmask3d.losses.point_losses import binary_loss, point_cross_entropy
+from xmask3d.models.outputs import XMask3DOutput
+
+__all__ = ["LossWeights", "compute_losses"]
+
+
+@dataclass
+class LossWeights:
+    """Loss weights and loss options (no learnable state)."""
+
+    ce: float = 2.0  # mask classification CE, every decoder layer
+    mask: float = 5.0  # point-sampled mask BCE, every decoder layer
+    dice: float = 5.0  # point-sampled mask dice, every decoder layer
+    point_fused: float = 4.0  # point CE of the fused features
+    point_3d: float = 4.0  # point CE of the pure 3D features
+    caption_fused: float = 1.5  # caption alignment of the mean fused feature
+    caption_3d: float = 1.0  # caption alignment of the mean 3D feature
+    caption_2d: float = 4.0  # caption alignment of the mean 2D feature of covered points
+    binary: float = 16.0  # base/novel head BCE (8/12/16/32/48 per split)
+    mask_alignment: float = 0.5  # mask-level 2D-to-3D regularisation (0.5/1/2 per split)
+    eos_coef: float = 0.1  # CE weight of the 2D "no object" class
+    num_points: int | None = 12544  # sampled points per mask; None = every pixel (exact)
+    oversample_ratio: float = 3.0  # importance sampling: candidates per point
+    importance_ratio: float = 0.75  # importance sampling: fraction chosen by uncertainty
+    binary_pos_weight: float = 0.267  # BCE weight of the base class (published data_ratio)
+    alignment_selection: str = "ours"  # "ours" (base labels only) or "published" (GT novel)
+    alignment_min_points: int = 10  # a mask needs this many points to be considered
+    alignment_top_novel: int = 4  # mostly-not-base masks aligned per view
+    alignment_top_base: int = 1  # mostly-base masks aligned per view
+    unlabelled_as_no_object: bool = False  # published: unlabelled pixels = a no-object segment
+
+    def __post_init__(self) -> None:
+        if self.alignment_selection not in ("ours", "published"):
+            raise ConfigError(
+                f"LossWeights.alignment_selection: expected 'ours' or 'published', "
+                f"got {self.alignment_selection!r}"
+            )
+        if self.num_points is not None and self.num_points < 1:
+            raise ConfigError(
+                f"LossWeights.num_points: expected >= 1 or None, got {self.num_points}"
+            )
+        if not 0.0 <= self.eos_coef <= 1.0:
+            raise ConfigError(f"LossWeights.eos_coef: expected in [0, 1], got {self.eos_coef}")
+        if self.binary_pos_weight <= 0:
+            raise ConfigError(
+                f"LossWeights.binary_pos_weight: expected > 0, got {self.binary_pos_weight}"
+            )
+
+
+def _set_losses(
+    outputs: XMask3DOutput,
+    batch: ViewBatch,
+    weights: LossWeights,
+    matcher: HungarianMatcher,
+    generator: torch.Generator | None,
+) -> dict[str, Tensor]:
+    num_classes = len(batch.class_names)
+    labels_2d = batch.labels_2d.to(outputs.mask_logits[-1].device)
+    targets = mask_targets_for_batch(
+        labels_2d, num_classes, unlabelled_as_no_object=weights.unlabelled_as_no_object
+    )
+    raw = set_criterion(
+        outputs.class_logits,
+        outputs.mask_logits,
+        targets,
+        matcher,
+        num_classes=num_classes,
+        eos_coef=weights.eos_coef,
+        num_points=weights.num_points,
+        oversample_ratio=weights.oversample_ratio,
+        importance_ratio=weights.importance_ratio,
+        generator=generator,
+    )
+    factor = {"loss_ce": weights.ce, "loss_mask": weights.mask, "loss_dice": weights.dice}
+    weighted = {}
+    for name, value in raw.items():
+        weight = factor[re.sub(r"_\d+$", "", name)]  # aux layers share the final layer's weight
+        if weight != 0:
+            weighted[name] = weight * value
+    return weighted
+
+
+def _alignment_target(outputs: XMask3DOutput) -> Tensor:
+    if outputs.mask_clip_embeds is not None:
+        return outputs.mask_clip_embeds.detach()
+    if outputs.alignment_target == "clip":
+        raise ValueError(
+            "outputs.alignment_target is 'clip' but outputs.mask_clip_embeds is None "
+            "(no CLIP vision tower ran)"
+        )
+    return outputs.mask_embeds[-1].detach()
+
+
+def _caption_losses(
+    outputs: XMask3DOutput, batch: ViewBatch, weights: LossWeights, caption_embeds: Tensor
+) -> dict[str, Tensor]:
+    offsets = batch.point_offsets.to(outputs.point_feats_3d.device)
+    terms = {
+        "loss_caption_fused": (weights.caption_fused, outputs.point_feats_fused, None),
+        "loss_caption_3d": (weights.caption_3d, outputs.point_feats_3d, None),
+        "loss_caption_2d": (weights.caption_2d, outputs.point_feats_2d, outputs.point_covered),
+    }
+    return {
+        name: w * caption_alignment(feats, offsets, caption_embeds, point_mask=mask)
+        for name, (w, feats, mask) in terms.items()
+        if w != 0
+    }
+
+
+def _require(batch: ViewBatch, name: str) -> Tensor:
+    value = getattr(batch, name)
+    if value is None:
+        raise ValueError(f"compute_losses: batch.{name} is None; training needs it")
+    return value
+
+
+def compute_losses(
+    outputs: XMask3DOutput,
+    batch: ViewBatch,
+    *,
+    weights: LossWeights,
+    matcher: HungarianMatcher,
+    caption_embeds: Tensor | None,
+    alignment_on: bool,
+    generator: torch.Generator | None = None,
+) -> dict[str, Tensor]:
+    """Every training loss, already multiplied by its weight (total = ``sum(values)``).
+
+    Terms with weight 0 are left out. Keys: ``loss_ce``, ``loss_mask``, ``loss_dice`` (final
+    decoder layer) and ``loss_{ce,mask,dice}_i`` (earlier layers i); ``loss_point_fused``,
+    ``loss_point_3d``, ``loss_binary``; with ``caption_embeds``: ``loss_caption_fused``,
+    ``loss_caption_3d``, ``loss_caption_2d``; with ``alignment_on``: ``loss_mask_alignment``.
+
+    Args:
+        outputs: model predictions for ``batch``.
+        batch: B views with ``labels``, ``binary_labels`` and ``labels_2d`` indexing
+            ``batch.class_names``.
+        weights: loss weights and options.
+        matcher: Hungarian matcher of the 2D set losses.
+        caption_embeds: (B, E) caption embeddings (zero rows for views without a caption), or
+            ``None`` to skip the caption terms.
+        alignment_on: add the mask-level 2D-to-3D regularisation (after its start epoch).
+        generator: random source of the point sampling.
+
+    Returns:
+        Named () weighted loss terms.
+    """
+    labels = _require(batch, "labels").to(outputs.point_logits_3d.device)
+    binary_labels = _require(batch, "binary_labels").to(outputs.binary_logits.device)
+    _require(batch, "labels_2d")
+    losses = _set_losses(outputs, batch, weights, matcher, generator)
+    point_terms = {
+        "loss_point_fused": (weights.point_fused, outputs.point_logits_fused),
+        "loss_point_3d": (weights.point_3d, outputs.point_logits_3d),
+    }
+    for name, (w, logits) in point_terms.items():
+        if w != 0:
+            losses[name] = w * point_cross_entropy(logits, labels, ignore_index=IGNORE_LABEL)
+    if weights.binary != 0:
+        losses["loss_binary"] = weights.binary * binary_loss(
+            outputs.binary_logits, binary_labels, pos_weight=weights.binary_pos_weight
+        )
+    if caption_embeds is not None:
+        losses.update(_caption_losses(outputs, batch, weights, caption_embeds))
+    if alignment_on and weights.mask_alignment != 0:
+        losses["loss_mask_alignment"] = weights.mask_alignment * mask_region_alignment(
+            outputs.point_feats_3d,
+            outputs.point_query_logits,
+            batch.point_offsets.to(outputs.point_feats_3d.device),
+            _alignment_target(outputs),
+            outputs.mask_logits[-1],
+            binary_labels,
+            selection=weights.alignment_selection,
+            min_points=weights.alignment_min_points,
+            top_novel=weights.alignment_top_novel,
+            top_base=weights.alignment_top_base,
+        )
+    return losses
