@@ -62,6 +62,7 @@ class Backbone3DCfg:
     binary_enc_blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     binary_dec_channels: list[int] = field(default_factory=lambda: [128, 128, 96, 96])
     binary_dec_blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    binary_out_channels: int = 256        # width of the binary network before its BN/ReLU/Linear
     global_dim: int = 768                 # width of the per-view global feature (condition)
 
 
@@ -69,7 +70,7 @@ class Backbone3DCfg:
 class Mask2DCfg:
     sd_path: str = ""                     # local SD v1.x diffusers folder or single file; "" = random init
     sd_config_path: str = ""              # diffusers config folder for single-file loading
-    freeze_unet: bool = False             # frozen (no weight grads) when SD weights are loaded
+    freeze_unet: bool = False             # UNet weights get no gradients (true with SD weights)
     input_size: int = 512                 # the view is resized to input_size x input_size
     block_out_channels: list[int] = field(default_factory=lambda: [320, 640, 1280, 1280])
     layers_per_block: int = 2
@@ -77,6 +78,12 @@ class Mask2DCfg:
     cross_attention_dim: int = 768
     context_len: int = 77                 # length of the pseudo-text context from the 3D feature
     taps: list[int] = field(default_factory=lambda: [0, 1, 2, 3])  # up_blocks whose inputs are tapped
+    vae_encoder_taps: list[list[int]] = field(default_factory=lambda: [[2, 1], [3, 1]])
+    vae_decoder_taps: list[list[int]] = field(default_factory=lambda: [[0, 2], [1, 2]])
+    image_tap_strides: list[int] = field(default_factory=list)  # pixel-unshuffled image taps
+    projection_dim: int = 512             # width of the stride-grouped tap projections
+    projection_mid: int = 128             # their bottleneck width
+    gradient_checkpointing: bool = True   # non-reentrant checkpointing of the UNet
     timestep: int = 0
     condition: str = "3d"                 # "3d" | "none" | "text" | "image" (ablation)
     conv_dim: int = 256                   # pixel decoder width
