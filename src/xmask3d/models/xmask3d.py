@@ -108,13 +108,7 @@ class XMask3D(nn.Module):
             is_novel_class: (C,) bool; when given (evaluation), queries are gated to base or
                 novel classes by the binary head before the final masks are chosen (method §4.1).
         """
-        voxels = SparseTensor.from_voxels(batch.voxel_feats, batch.voxel_coords,
-                                          batch_size=batch.batch_size)
-        unet = self.backbone3d(voxels)
-        feats_3d = self.point_proj(unet.features)[batch.point2voxel]              # (P, E)
-        global_feat = global_max_pool(unet.bottleneck.replace(
-            self.global_proj(unet.bottleneck.features)))                           # (B, D)
-        binary = self.binary_head(self.binary_net(voxels).features)[batch.point2voxel, 0]
+        feats_3d, global_feat, binary = self.encode_3d(batch)
         cond = self._condition_vector(global_feat, caption_embeds, batch)
         masks = self.mask_generator(batch.images, cond, class_embeds)
         if self.clip_head is not None:
@@ -143,6 +137,22 @@ class XMask3D(nn.Module):
             class_embeds=class_embeds,
             alignment_target="clip" if masks.clip_embeds is not None else "mask_embed",
         )
+
+    def encode_3d(self, batch: ViewBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """The 3D branch alone (also the ``--no-2d`` path of ``xmask3d segment``).
+
+        Returns:
+            (P, E) point features in text space, (B, D) per-view global features and (P,)
+            binary base-vs-novel logits. ``batch.images`` is not used.
+        """
+        voxels = SparseTensor.from_voxels(batch.voxel_feats, batch.voxel_coords,
+                                          batch_size=int(batch.point_offsets.numel() - 1))
+        unet = self.backbone3d(voxels)
+        feats_3d = self.point_proj(unet.features)[batch.point2voxel]              # (P, E)
+        global_feat = global_max_pool(unet.bottleneck.replace(
+            self.global_proj(unet.bottleneck.features)))                           # (B, D)
+        binary = self.binary_head(self.binary_net(voxels).features)[batch.point2voxel, 0]
+        return feats_3d, global_feat, binary
 
     def _condition_vector(self, global_feat: Tensor, caption_embeds: Tensor | None,
                           batch: ViewBatch) -> Tensor | None:
