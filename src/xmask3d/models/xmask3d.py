@@ -149,7 +149,7 @@ class XMask3D(nn.Module):
                                           batch_size=int(batch.point_offsets.numel() - 1))
         unet = self.backbone3d(voxels)
         feats_3d = self.point_proj(unet.features)[batch.point2voxel]              # (P, E)
-        global_feat = global_max_pool(unet.bottleneck.replace(
+        global_feat = global_max_pool(unet.bottleneck.replace_features(
             self.global_proj(unet.bottleneck.features)))                           # (B, D)
         binary = self.binary_head(self.binary_net(voxels).features)[batch.point2voxel, 0]
         return feats_3d, global_feat, binary
