@@ -71,6 +71,8 @@ class Mask2DCfg:
     sd_path: str = ""                     # local SD v1.x diffusers folder or single file; "" = random init
     sd_config_path: str = ""              # diffusers config folder for single-file loading
     freeze_unet: bool = False             # UNet weights get no gradients (true with SD weights)
+    random_sd: bool = False               # without sd_path: SD v1.x-size UNet + VAE, random weights
+                                          # (architecture checks, parameter counts, GPU timing)
     input_size: int = 512                 # the view is resized to input_size x input_size
     block_out_channels: list[int] = field(default_factory=lambda: [320, 640, 1280, 1280])
     layers_per_block: int = 2

@@ -70,6 +70,40 @@ class ViewSample:
     class_names: tuple[str, ...]
 
 
+def make_view_sample(scene: Scene, view: View, pmap: PointPixelMap, *, voxel_size: float,
+                     labels: np.ndarray | None = None, binary_labels: np.ndarray | None = None,
+                     labels_2d: np.ndarray | None = None, class_names: tuple[str, ...] = (),
+                     augment: dict | None = None,
+                     rng: np.random.Generator | None = None) -> ViewSample:
+    """Build the sample of one view: its visible points, their voxels, pixels and the image.
+
+    Args:
+        scene: the full scene (points, colours).
+        view: the view, already at the model's image size.
+        pmap: its visible points and their pixels (:func:`point_pixel_map`).
+        voxel_size: voxel edge in metres.
+        labels, binary_labels: (n,) per visible point; all-ignore / all-excluded when ``None``.
+        labels_2d: (H, W) pixel labels or ``None``.
+        class_names: the vocabulary the labels index.
+        augment: keyword arguments of :func:`augment_points` (training only), or ``None``.
+        rng: the generator used by the augmentation.
+    """
+    idx = pmap.point_idx
+    points = scene.points[idx].astype(np.float32)
+    colors = (scene.colors[idx].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
+    grid_points = points if augment is None else augment_points(points, rng, **augment)
+    coords, point2voxel, first = voxelize(grid_points, voxel_size)
+    n = len(idx)
+    return ViewSample(
+        scene_name=scene.name, view_name=view.name, points=points, colors=colors,
+        point_index=idx, pixel_rc=pmap.rc, voxel_coords=coords, voxel_feats=colors[first],
+        point2voxel=point2voxel,
+        image=np.ascontiguousarray(view.color.transpose(2, 0, 1), dtype=np.float32) / 255.0,
+        labels=np.full(n, IGNORE_LABEL, np.int64) if labels is None else labels,
+        binary_labels=np.full(n, -1, np.int64) if binary_labels is None else binary_labels,
+        labels_2d=labels_2d, caption=view.caption or "", class_names=tuple(class_names))
+
+
 def label_tables(split: CategorySplit, mode: str,
                  binary_mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Lookup tables from full-space labels (0..C-1, ``IGNORE_LABEL``) to dataset labels.
@@ -273,24 +307,15 @@ class ViewDataset(Dataset):
 
     def _sample(self, scene: Scene, view: View, pmap: PointPixelMap,
                 rng: np.random.Generator | None) -> ViewSample:
-        idx = pmap.point_idx
-        points = scene.points[idx].astype(np.float32)
-        colors = (scene.colors[idx].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
-        grid_points = points
-        if self.augment and rng is not None:
-            grid_points = augment_points(points, rng, **self.aug_params)
-        coords, point2voxel, first = voxelize(grid_points, self.voxel_size)
-        full = scene.labels[idx]
         labels_2d = None
         if view.label is not None:
             labels_2d = self.label_table[_full_space(view.label, self.category_split.num_classes)]
-        return ViewSample(
-            scene_name=scene.name, view_name=view.name, points=points, colors=colors,
-            point_index=idx, pixel_rc=pmap.rc, voxel_coords=coords, voxel_feats=colors[first],
-            point2voxel=point2voxel,
-            image=np.ascontiguousarray(view.color.transpose(2, 0, 1), dtype=np.float32) / 255.0,
-            labels=self.label_table[full], binary_labels=self.binary_table[full],
-            labels_2d=labels_2d, caption=view.caption or "", class_names=self.class_names)
+        full = scene.labels[pmap.point_idx]
+        return make_view_sample(
+            scene, view, pmap, voxel_size=self.voxel_size, labels=self.label_table[full],
+            binary_labels=self.binary_table[full], labels_2d=labels_2d,
+            class_names=self.class_names,
+            augment=self.aug_params if (self.augment and rng is not None) else None, rng=rng)
 
     # ---- evaluation bookkeeping -------------------------------------------------------------
 

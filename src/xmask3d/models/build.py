@@ -21,6 +21,8 @@ from xmask3d.models.mask2d.sd_loading import (
     load_sd_empty_context,
     load_sd_unet,
     load_sd_vae,
+    sd15_unet_config,
+    sd15_vae_config,
     tiny_unet_config,
 )
 from xmask3d.models.mask2d.tap_projection import StrideGroupedProjection
@@ -40,6 +42,8 @@ def build_text(cfg: XMask3DConfig) -> TextClassifier:
 
 def _unet(cfg: XMask3DConfig):
     m = cfg.mask2d
+    if m.sd_path and m.random_sd:
+        raise ConfigError("mask2d.random_sd and mask2d.sd_path exclude each other")
     if m.sd_path:
         unet = load_sd_unet(m.sd_path, config=m.sd_config_path or None, frozen=m.freeze_unet)
         vae = load_sd_vae(m.sd_path, config=m.sd_config_path or None)
@@ -47,8 +51,12 @@ def _unet(cfg: XMask3DConfig):
         if Path(m.sd_path).is_dir():
             uncond = load_sd_empty_context(m.sd_path)
         return unet, vae, uncond
-    from diffusers import UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
+    if m.random_sd:
+        unet = UNet2DConditionModel(**sd15_unet_config())
+        vae = AutoencoderKL(**sd15_vae_config()).eval().requires_grad_(False)
+        return unet.requires_grad_(not m.freeze_unet), vae, None
     unet = UNet2DConditionModel(**tiny_unet_config(
         block_out_channels=tuple(m.block_out_channels), layers_per_block=m.layers_per_block,
         cross_attention_dim=m.cross_attention_dim, attention_head_dim=m.attention_head_dim))

@@ -1,0 +1,1 @@
+"""Benchmarks that regenerate the numbers in docs/ (``python -m benchmarks``)."""

@@ -1,0 +1,52 @@
+"""Shared helpers of the benchmark scripts: timing, peak memory, result files."""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from xmask3d.data.processed import atomic_write
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine() -> dict:
+    return {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "machine": platform.machine(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def time_it(fn, *, repeats: int = 3, warmup: int = 1) -> dict:
+    """Run ``fn`` warmup + repeats times; return median/min seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"median_s": times[len(times) // 2], "min_s": times[0], "repeats": repeats}
+
+
+@contextmanager
+def timer(out: dict, key: str):
+    t0 = time.perf_counter()
+    yield
+    out[key] = time.perf_counter() - t0
+
+
+def merge_results(path: Path, section: str, values: dict) -> None:
+    """Write ``values`` under ``section`` of the JSON results file (atomically)."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[section] = values
+    atomic_write(path, lambda t: Path(t).write_text(json.dumps(data, indent=1, sort_keys=True)))
