@@ -13,8 +13,9 @@ from xmask3d.config import load_config
 from xmask3d.models.build import build_model
 
 # method.md §6 (estimates from the architecture) and decisions.md §2
-PAPER = {"backbone3d": 38.3e6, "binary": 15.5e6, "unet": 860e6, "vae": 84e6, "pixel_decoder": None,
-         "mask_decoder": 14e6, "mask_embed": 0.4e6, "fusion": 1.18e6}
+PAPER = {"backbone3d": 38.3e6, "binary": 15.5e6, "unet": 860e6, "vae": 84e6, "condition": 1.7e6,
+         "tap_projection": 5.9e6, "pixel_decoder": None, "mask_decoder": 14e6,
+         "mask_embed": 0.4e6, "fusion": 1.18e6, "trainable": 80e6}
 
 
 def _count(module: nn.Module | None, trainable: bool = False) -> int:

@@ -83,7 +83,13 @@ def save_point_file(path: str | Path, points: np.ndarray, colors: np.ndarray,
                               f"labels {labels.shape}")
     data = (points, (colors.astype(np.float32) / 127.5 - 1.0).astype(np.float32),
             labels.astype(np.float32))
-    atomic_write(path, lambda tmp: torch.save(data, tmp))
+    atomic_write(path, lambda tmp: _save_torch(data, tmp))
+
+
+def _save_torch(obj, tmp: str) -> None:
+    """``torch.save`` through a file handle: the bytes do not depend on the temporary name."""
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def _as_array(x) -> np.ndarray:
