@@ -69,3 +69,7 @@ def markdown(full: dict[str, int], tiny: dict[str, int]) -> str:
                     f"{tiny[key] / 1e6:.3f} M |" if key in tiny else
                     f"| {key} | {value / 1e6:.2f} M | - | - |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown(full_size_counts(), tiny_counts()))
