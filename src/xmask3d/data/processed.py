@@ -34,6 +34,12 @@ SCANNET_DEFAULT_INTRINSICS_320x240 = np.array(
 )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write_fn) -> None:
     """Write a file through ``write_fn(tmp_path)`` into a temporary file, then rename it.
 
@@ -45,6 +51,7 @@ def atomic_write(path: str | Path, write_fn) -> None:
     os.close(fd)
     try:
         write_fn(tmp)
+        os.chmod(tmp, 0o644 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

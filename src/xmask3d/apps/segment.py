@@ -1,0 +1,185 @@
+"""``xmask3d segment``: label every point of a user's scan with the user's own class names.
+
+Per point, the scores are the mean over the views that see it of the softmax probabilities of
+the fused 3D-2D prediction (with ``--no-2d``: the probabilities of the 3D prediction), as in
+XMask3D inference (method.md §4.1-§4.3). The base/novel gating of the binary head applies only
+when ``--base-classes`` names the words the checkpoint was trained on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from xmask3d.apps.common import (
+    PATH_3D,
+    ScanScores,
+    add_scan_arguments,
+    find_views,
+    load_scan,
+    parse_names,
+    peak_rss_mb,
+    score_scan,
+    write_json,
+)
+from xmask3d.apps.inference import LoadedModel, load_inference_model
+from xmask3d.apps.render import OTHER_COLOR, class_palette, save_segmentation_png
+from xmask3d.config import FusionCfg
+from xmask3d.data.batch import ViewBatch
+from xmask3d.data.ply import write_ply
+from xmask3d.data.scene import Scene, View
+from xmask3d.errors import ConfigError
+from xmask3d.eval.scoring import view_point_scores
+from xmask3d.models.fusion.mask_to_points import cosine_logits
+from xmask3d.models.fusion.routing import gate_base_novel
+from xmask3d.models.outputs import XMask3DOutput
+
+__all__ = ["add_parser", "assign_labels", "point_probabilities", "run", "view_probabilities"]
+
+logger = logging.getLogger(__name__)
+
+OTHER = "other"
+
+_EPILOG = """examples:
+  xmask3d segment room.ply --classes "chair, sofa|couch, lamp, floor, wall" --out seg
+  xmask3d segment scene.pth --classes "bed, desk" --views frames/ --ckpt best.pt --out seg
+  xmask3d segment big.ply --classes "table, chair" --no-2d --other-below 0.3 --out seg
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``segment``."""
+    p = subparsers.add_parser(
+        "segment", help="segment a scan (PLY/NPY/processed .pth) with your own class names",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scan", help="point cloud: .ply (colour optional), .npy (N,3|6) or .pth")
+    p.add_argument("--classes", required=True,
+                   help='comma-separated class names, synonyms with "|" ("sofa|couch")')
+    p.add_argument("--base-classes", default=None,
+                   help="those of --classes the checkpoint was trained on; enables the "
+                        "binary head's base/novel gating (default: no gating)")
+    p.add_argument("--other-below", type=float, default=None, metavar="P",
+                   help=f"label '{OTHER}' where the best mean probability is below P")
+    p.add_argument("--out", required=True, help="output folder")
+    add_scan_arguments(p)
+    p.set_defaults(func=run)
+
+
+def view_probabilities(out: XMask3DOutput, batch: ViewBatch, *, is_novel_class: Tensor,
+                       fusion_cfg: FusionCfg, use_clip: bool) -> Tensor:
+    """(P, C) probabilities of the fused prediction of each visible point (0 where gated)."""
+    scores = view_point_scores(out, batch, is_novel_class=is_novel_class,
+                               fusion_cfg=fusion_cfg, use_clip=use_clip)
+    return scores["fused"].float().exp()
+
+
+def point_probabilities(feats: Tensor, binary: Tensor, scale: Tensor, *, class_embeds: Tensor,
+                        is_novel_class: Tensor, fusion_cfg: FusionCfg) -> Tensor:
+    """(P, C) probabilities of the 3D prediction from (P, E) features and (P,) binary logits."""
+    log_p = F.log_softmax(cosine_logits(feats.float(), class_embeds.to(feats.device),
+                                        scale.float()), dim=1)
+    if fusion_cfg.gating:
+        t = min(max(fusion_cfg.binary_thresh, 1e-6), 1 - 1e-6)
+        log_p = gate_base_novel(log_p, binary.float() > math.log(t / (1 - t)),
+                                is_novel_class.to(feats.device))
+    return log_p.exp()
+
+
+def assign_labels(probs: np.ndarray, *,
+                  other_below: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) int32 class ids (``C`` = "other" where the best probability < ``other_below``)
+    and (N,) float32 best probability, from (N, C) mean probabilities."""
+    labels = probs.argmax(axis=1).astype(np.int32)
+    score = probs.max(axis=1).astype(np.float32)
+    if other_below is not None:
+        labels[score < other_below] = probs.shape[1]
+    return labels, score
+
+
+def _vocabulary(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    classes = parse_names(args.classes, what="--classes")
+    if OTHER in classes and args.other_below is not None:
+        raise ConfigError(f"--classes: '{OTHER}' is reserved for --other-below")
+    base = [] if args.base_classes is None else parse_names(args.base_classes,
+                                                            what="--base-classes")
+    unknown = [b for b in base if b not in classes]
+    if unknown:
+        raise ConfigError(f"--base-classes: {', '.join(unknown)} not in --classes")
+    if args.other_below is not None and not 0.0 < args.other_below < 1.0:
+        raise ConfigError(f"--other-below must lie in (0, 1), got {args.other_below}")
+    return classes, base
+
+
+def _score(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[View],
+           source: str, classes: list[str], base: list[str]) -> ScanScores:
+    """Mean per-point class probabilities on the path the arguments ask for."""
+    embeds = lm.text.class_embeddings(classes)
+    gating = bool(base)
+    is_novel = (torch.tensor([c not in base for c in classes]) if gating
+                else torch.ones(len(classes), dtype=torch.bool))
+    fusion = replace(lm.cfg.fusion, gating=gating)
+    return score_scan(
+        args, lm, scene, views, views_source=source, class_embeds=embeds,
+        view_fn=partial(view_probabilities, is_novel_class=is_novel.to(lm.device),
+                        fusion_cfg=fusion, use_clip=lm.cfg.eval.clip_ensemble),
+        point_fn=partial(point_probabilities, class_embeds=embeds, is_novel_class=is_novel,
+                         fusion_cfg=fusion),
+        width=len(classes), is_novel_class=is_novel if gating else None)
+
+
+def _write_outputs(out: Path, scene: Scene, labels: np.ndarray, score: np.ndarray,
+                   names: list[str], title: str, *, has_other: bool) -> tuple[dict, np.ndarray]:
+    """``segmentation.ply`` and ``segmentation.png``; returns their paths and class counts."""
+    palette = class_palette(len(names))
+    if has_other:                       # the last name is the "other" fallback
+        palette[-1] = OTHER_COLOR
+    ply = out / "segmentation.ply"
+    write_ply(ply, scene.points, palette[labels], class_id=labels, score=score)
+    counts = np.bincount(labels, minlength=len(names))
+    legend = [(names[i], tuple(int(c) for c in palette[i]), int(counts[i]))
+              for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
+    png = save_segmentation_png(out / "segmentation.png", scene.points, palette[labels],
+                                legend=legend, title=title)
+    return {"ply": str(ply), "png": str(png)}, counts
+
+
+def run(args: argparse.Namespace) -> int:
+    """Segment the scan; write ``segmentation.ply``, ``segmentation.png``, ``segment.json``."""
+    start = time.perf_counter()
+    classes, base = _vocabulary(args)
+    scene = load_scan(args.scan)
+    views, source = find_views(args)
+    lm = load_inference_model(args.ckpt, config=args.config, overrides=args.overrides,
+                              device=args.device)
+    result = _score(args, lm, scene, views, source, classes, base)
+    labels, score = assign_labels(result.scores, other_below=args.other_below)
+    names = classes + ([OTHER] if args.other_below is not None else [])
+    outputs, counts = _write_outputs(Path(args.out), scene, labels, score, names,
+                                     f"{Path(args.scan).name}: {result.path}",
+                                     has_other=args.other_below is not None)
+    kind = "3D" if result.path == PATH_3D else "fused 3D-2D"
+    summary = {
+        "scan": str(args.scan), "num_points": scene.num_points, "classes": names,
+        "point_counts": {n: int(c) for n, c in zip(names, counts)},
+        "mean_score": {n: float(score[labels == i].mean()) if counts[i] else None
+                       for i, n in enumerate(names)},
+        **result.to_dict(),
+        "score": f"mean over views of the softmax probability of the {kind} prediction",
+        "gating": bool(base), "base_classes": base, "other_below": args.other_below,
+        "checkpoint": str(lm.checkpoint), "checkpoint_step": lm.step, "outputs": outputs,
+        "seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak_rss_mb()),
+    }
+    path = write_json(Path(args.out) / "segment.json", summary)
+    logger.info("segment: %s path, %d points, wrote %s", result.path, scene.num_points,
+                ", ".join([*outputs.values(), str(path)]))
+    return 0

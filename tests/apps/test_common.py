@@ -1,0 +1,86 @@
+"""Shared app pieces: where the views come from, and scan checks."""
+
+from __future__ import annotations
+
+import argparse
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from xmask3d.apps import common
+from xmask3d.apps.common import find_views, load_scan
+from xmask3d.apps.inference import RENDERED_REL_THRESH, PointScores
+from xmask3d.data.processed import save_point_file, write_intrinsics, write_view
+from xmask3d.data.scene import Scene, View
+from xmask3d.errors import ConfigError
+
+
+def _args(scan, **kw) -> argparse.Namespace:
+    base = {"scan": str(scan), "views": None, "virtual": False, "no_2d": False}
+    return argparse.Namespace(**{**base, **kw})
+
+
+@pytest.fixture
+def processed_scan(tmp_path):
+    """A processed-layout scene with two posed RGB-D frames."""
+    pts = np.random.default_rng(0).uniform(0, 1, (50, 3))
+    scan = tmp_path / "scannet_3d" / "val" / "scene0001_00_vh_clean_2.pth"
+    scan.parent.mkdir(parents=True)
+    save_point_file(scan, pts, np.full((50, 3), 100, np.uint8), np.zeros(50))
+    for k, frame in enumerate(("0", "20")):
+        pose = np.eye(4)
+        pose[0, 3] = k
+        write_view(tmp_path, "scene0001_00", frame, color=np.zeros((24, 32, 3), np.uint8),
+                   pose=pose, depth=np.ones((24, 32), np.float32))
+    write_intrinsics(tmp_path, "scene0001_00", np.array([[30.0, 0, 16], [0, 30, 12], [0, 0, 1]]))
+    return scan
+
+
+def test_processed_scan_brings_its_frames(processed_scan):
+    views, source = find_views(_args(processed_scan))
+    assert [v.name for v in views] == ["0", "20"]
+    assert source.endswith("scannet_2d/scene0001_00")
+    assert views[1].pose[0, 3] == 1.0 and views[0].intrinsics[0, 0] == 30.0
+    np.testing.assert_allclose(views[0].depth, 1.0)
+    assert find_views(_args(processed_scan, virtual=True)) == ([], "")
+    assert find_views(_args(processed_scan, no_2d=True)) == ([], "")
+    assert load_scan(processed_scan).num_points == 50
+
+
+def test_plain_scan_has_no_frames_and_views_conflict(room_ply, tmp_path):
+    assert find_views(_args(room_ply)) == ([], "")
+    with pytest.raises(ConfigError, match="--views cannot be combined"):
+        find_views(_args(room_ply, views=str(tmp_path), virtual=True))
+
+
+def test_score_scan_picks_the_path_and_its_visibility_tolerance(monkeypatch, micro_cfg,
+                                                                 room_factory):
+    """Virtual views are tested against their rendered depth at 5 %, frames at data.rel_thresh."""
+    calls = {}
+
+    def fake_run_views(lm, scene, views, **kw):
+        calls.update(kw, views=len(views))
+        acc = PointScores(scene.num_points, 1)
+        acc.add(torch.arange(0, scene.num_points, 2), torch.ones(scene.num_points // 2, 1))
+        return acc, len(views)
+
+    monkeypatch.setattr(common, "run_views", fake_run_views)
+    pts, cols, _ = room_factory(density=30)
+    grey = Scene("grey", pts[: 2 * (len(pts) // 2)], np.full((2 * (len(pts) // 2), 3), 128,
+                                                             np.uint8))
+    lm = SimpleNamespace(cfg=micro_cfg, device=torch.device("cpu"))
+    args = argparse.Namespace(no_2d=False, virtual_views=2, batch_size=None,
+                              max_view_points=None, no_progress=True)
+    kw = dict(class_embeds=torch.zeros(1, 4), view_fn=None, point_fn=None, width=1)
+    res = common.score_scan(args, lm, grey, [], views_source="", **kw)
+    assert res.path == common.PATH_VIRTUAL and calls["rel_thresh"] == RENDERED_REL_THRESH
+    assert calls["batch_size"] == 1 and calls["max_view_points"] == micro_cfg.data.max_visible
+    assert res.views_total == calls["views"] >= 3 and res.seen_fraction == 0.5
+    assert any("no colour" in n for n in res.notes)
+    np.testing.assert_allclose(res.scores, 1.0)          # unseen points copied from neighbours
+    view = View("f", np.zeros((4, 4, 3), np.uint8), np.eye(4), np.eye(3))
+    res = common.score_scan(args, lm, grey, [view], views_source="frames/", **kw)
+    assert res.path == common.PATH_VIEWS and calls["rel_thresh"] is None
+    assert res.views_source == "frames/" and calls["views"] == 1

@@ -1,0 +1,207 @@
+"""``xmask3d segment``: vocabulary parsing, label assignment, refused inputs, end-to-end runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from plyfile import PlyData, PlyElement
+
+from xmask3d.apps.common import parse_names
+from xmask3d.apps.inference import load_inference_model, make_sample
+from xmask3d.apps.segment import assign_labels, point_probabilities
+from xmask3d.apps.virtual_views import render_virtual_views
+from xmask3d.cli import main
+from xmask3d.config import FusionCfg
+from xmask3d.data.dataset import collate_views
+from xmask3d.data.ply import read_ply
+from xmask3d.data.scene import Scene
+from xmask3d.errors import ConfigError
+
+
+def test_parse_names():
+    assert parse_names(" chair, sofa|couch ,lamp ", what="--classes") == \
+        ["chair", "sofa|couch", "lamp"]
+    for bad, msg in (("", "empty"), (" , ", "empty"), ("chair,,lamp", "entry 2"),
+                     ("chair, chair", "repeated")):
+        with pytest.raises(ConfigError, match=msg):
+            parse_names(bad, what="--classes")
+
+
+def test_assign_labels_with_other_fallback():
+    probs = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.1, 0.1, 0.8]], np.float32)
+    labels, score = assign_labels(probs)
+    assert labels.tolist() == [0, 0, 2]
+    np.testing.assert_allclose(score, [0.7, 0.4, 0.8])
+    labels, _ = assign_labels(probs, other_below=0.5)
+    assert labels.tolist() == [0, 3, 2]
+
+
+def test_point_probabilities_gating_by_binary_head():
+    feats = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    classes = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    novel = torch.tensor([False, False, True])
+    scale = torch.tensor(2.0)
+    off = point_probabilities(feats, torch.tensor([5.0, -5.0]), scale, class_embeds=classes,
+                              is_novel_class=novel, fusion_cfg=FusionCfg(gating=False))
+    cos = torch.tensor([[1.0, 0.0, math.sqrt(0.5)], [0.0, 1.0, math.sqrt(0.5)]])
+    torch.testing.assert_close(off, torch.softmax(2.0 * cos, dim=1))
+    on = point_probabilities(feats, torch.tensor([5.0, -5.0]), scale, class_embeds=classes,
+                             is_novel_class=novel, fusion_cfg=FusionCfg(gating=True))
+    # gating masks classes out of the full softmax (as evaluation does); it does not renormalise
+    torch.testing.assert_close(on[0], off[0] * torch.tensor([1.0, 1.0, 0.0]))   # base point
+    torch.testing.assert_close(on[1], off[1] * torch.tensor([0.0, 0.0, 1.0]))   # novel point
+
+
+# ---- refused inputs (all through cli.main: exit code 1 and a message naming the problem) ----
+
+def _segment(args, capsys) -> tuple[int, str]:
+    code = main(["segment", *args])
+    return code, capsys.readouterr().err
+
+
+def _write_empty_ply(path):
+    table = np.empty(0, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+    PlyData([PlyElement.describe(table, "vertex")]).write(str(path))
+
+
+def _write_nan_ply(path):
+    table = np.zeros(3, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+    table["y"][1] = np.nan
+    PlyData([PlyElement.describe(table, "vertex")]).write(str(path))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "not found"), ("unreadable", "not a readable PLY"), ("nan", "NaN/inf"),
+    ("inf_npy", "NaN/inf"), ("empty", "zero vertices"), ("empty_npy", "non-empty"),
+])
+def test_bad_scans_are_refused(case, message, tmp_path, capsys):
+    path = tmp_path / ("scan.npy" if case.endswith("npy") else "scan.ply")
+    if case == "unreadable":
+        path.write_bytes(b"ply\nformat nonsense\n\x00\x01")
+    elif case == "nan":
+        _write_nan_ply(path)
+    elif case == "inf_npy":
+        np.save(path, np.array([[0, 0, 0], [np.inf, 0, 0]], np.float32))
+    elif case == "empty":
+        _write_empty_ply(path)
+    elif case == "empty_npy":
+        np.save(path, np.zeros((0, 3), np.float32))
+    code, err = _segment([str(path), "--classes", "chair", "--out", str(tmp_path / "o")], capsys)
+    assert code == 1
+    assert str(path) in err and message in err
+
+
+def test_empty_class_list_is_refused(room_ply, tmp_path, capsys):
+    code, err = _segment([str(room_ply), "--classes", " , ", "--out", str(tmp_path)], capsys)
+    assert code == 1 and "--classes" in err and "empty" in err
+    code, err = _segment([str(room_ply), "--classes", "chair", "--base-classes", "sofa",
+                          "--out", str(tmp_path)], capsys)
+    assert code == 1 and "sofa not in --classes" in err
+
+
+def _frames(folder, views, *, pose_text=None, drop_pose=None):
+    """Write views as 7-Scenes frames (colour PNG, depth PNG in mm, pose, intrinsics)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savetxt(folder / "camera-intrinsics.txt", views[0].intrinsics)
+    for k, v in enumerate(views):
+        stem = folder / f"frame-{k:06d}"
+        Image.fromarray(v.color).save(f"{stem}.color.png")
+        Image.fromarray(np.round(v.depth * 1000).astype(np.uint16)).save(f"{stem}.depth.png")
+        if k != drop_pose:
+            text = pose_text or "\n".join(" ".join(f"{x:.9f}" for x in row) for row in v.pose)
+            (folder / f"frame-{k:06d}.pose.txt").write_text(text)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def room_views(room_factory):
+    pts, cols, _ = room_factory()
+    return render_virtual_views(pts, cols, hw=(48, 64), num_ring=2, num_top=1, num_extra=0,
+                                border=2)
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", "missing pose file"), ("malformed", "pose"),
+])
+def test_views_with_bad_poses_are_refused(problem, message, room_ply, room_views, tmp_path,
+                                          capsys):
+    kw = {"drop_pose": 1} if problem == "missing" else {"pose_text": "1 0 0\n0 1"}
+    folder = _frames(tmp_path / "frames", room_views, **kw)
+    code, err = _segment([str(room_ply), "--classes", "chair", "--views", str(folder),
+                          "--out", str(tmp_path / "o")], capsys)
+    assert code == 1 and "frame-00000" in err and message in err
+
+
+def test_incompatible_checkpoint_is_refused(room_ply, micro_ckpt, tmp_path, capsys):
+    code, err = _segment([str(room_ply), "--classes", "chair", "--ckpt", str(micro_ckpt),
+                          "--config", "tiny/scannet_b15n4", "--out", str(tmp_path)], capsys)
+    assert code == 1 and str(micro_ckpt) in err and "architecture" in err
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a checkpoint")
+    code, err = _segment([str(room_ply), "--classes", "chair", "--ckpt", str(bad),
+                          "--out", str(tmp_path)], capsys)
+    assert code == 1 and "corrupt or truncated" in err
+
+
+# ---- end to end ----
+
+def _read_outputs(out):
+    summary = json.loads((out / "segment.json").read_text())
+    cloud = read_ply(out / "segmentation.ply")
+    with Image.open(out / "segmentation.png") as img:
+        assert img.size[0] > 800 and img.size[1] > 400
+    return summary, cloud
+
+
+def test_segment_end_to_end_virtual_views(room_ply, micro_ckpt, tmp_path):
+    out = tmp_path / "seg"
+    code = main(["segment", str(room_ply), "--classes", "floor, wall, table|desk",
+                 "--ckpt", str(micro_ckpt), "--virtual-views", "2", "--other-below", "0.34",
+                 "--no-progress", "--out", str(out)])
+    assert code == 0
+    summary, cloud = _read_outputs(out)
+    n = read_ply(room_ply).num_points
+    assert summary["path"] == "virtual-views" and summary["views_used"] >= 3
+    assert summary["classes"] == ["floor", "wall", "table|desk", "other"]
+    assert sum(summary["point_counts"].values()) == n == cloud.num_points
+    ids, score = cloud.fields["class_id"], cloud.fields["score"]
+    assert ids.min() >= 0 and ids.max() <= 3
+    assert ((score >= 1 / 3 - 1e-6) & (score <= 1)).all()       # best of 3 probabilities
+    assert ((ids == 3) == (score < 0.34)).all()
+    assert 0.3 < summary["seen_fraction"] <= 1.0 and summary["gating"] is False
+
+
+def test_segment_end_to_end_with_views_and_3d_only(room_ply, room_views, micro_ckpt, tmp_path):
+    folder = _frames(tmp_path / "frames", room_views)
+    out = tmp_path / "seg_views"
+    assert main(["segment", str(room_ply), "--classes", "floor, wall, table", "--ckpt",
+                 str(micro_ckpt), "--views", str(folder), "--base-classes", "floor, wall",
+                 "--no-progress", "--out", str(out)]) == 0
+    summary, _ = _read_outputs(out)
+    assert summary["path"] == "views" and summary["views_used"] == len(room_views)
+    assert summary["views_source"] == str(folder) and summary["gating"] is True
+    out3 = tmp_path / "seg3d"
+    assert main(["segment", str(room_ply), "--classes", "floor, wall, table", "--ckpt",
+                 str(micro_ckpt), "--no-2d", "--chunk-points", "100000", "--no-progress",
+                 "--out", str(out3)]) == 0
+    summary, cloud = _read_outputs(out3)
+    assert summary["path"] == "3d-only" and summary["views_used"] == 0
+    # one chunk holds the scan: the labels are the argmax of the model's own 3D logits
+    lm = load_inference_model(micro_ckpt)
+    scene = Scene("room", cloud.points, read_ply(room_ply).colors)
+    batch = collate_views([make_sample(scene, np.arange(scene.num_points),
+                                       voxel_size=lm.cfg.data.voxel_size, class_names=("p",))])
+    embeds = lm.text.class_embeddings(["floor", "wall", "table"])
+    with torch.no_grad():
+        feats = lm.model.encode_3d(batch)[0]
+        probs = point_probabilities(feats, torch.zeros(len(feats)),
+                                    lm.model.mask_generator.mask_embed.logit_scale(),
+                                    class_embeds=embeds, fusion_cfg=FusionCfg(gating=False),
+                                    is_novel_class=torch.ones(3, dtype=torch.bool))
+    np.testing.assert_array_equal(cloud.fields["class_id"], probs.argmax(1).numpy())
+    np.testing.assert_allclose(cloud.fields["score"], probs.max(1).values.numpy(), rtol=1e-5)
