@@ -1,0 +1,1 @@
+"""Training and evaluation engine: the loop, checkpoints, torchrun/DDP helpers, the evaluator."""
