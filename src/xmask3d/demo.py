@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--scenes", type=int, default=24, help="synthetic scenes to generate")
     p.add_argument("--views", type=int, default=8, help="views per synthetic scene")
-    p.add_argument("--steps", type=int, default=300, help="training steps (batch of 4 views)")
+    p.add_argument("--steps", type=int, default=200, help="training steps (batch of 4 views)")
     p.add_argument("--config", default="tiny/scannet_b15n4")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--make-checkpoint", default=None, metavar="PATH",
@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     common = ["--config", args.config, "--set", f"data.root={data}"]
     times["train"] = _step("2/5 train the tiny model", [
         "train", *common, "--max-steps", str(args.steps), "--out", str(train_dir),
-        "--set", f"train.seed={args.seed}", *progress])
+        "--set", f"train.seed={args.seed}", "--set", "data.loop=8", "--set", "train.eval_every=3",
+        *progress])
     ckpt = train_dir / "last.pt"
     times["eval"] = _step("3/5 evaluate on the held-out synthetic scenes (hIoU)", [
         "eval", "--ckpt", str(ckpt), "--set", f"data.root={data}", "--out", str(out / "eval"),

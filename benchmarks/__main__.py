@@ -1,0 +1,80 @@
+"""``python -m benchmarks`` (``make bench``): regenerate docs/RESULTS.md and docs/results.json.
+
+Sections: ``quality`` (synthetic benchmark, three splits x seeds), ``ablations`` (B15/N4),
+``real`` (ScanNet scene0000_00 with its three frames), ``speed`` (tiny per-view timing, full-size
+forward, segment cost curve, sparse backends and FLOP/s). ``--quick`` runs a tiny version of the
+quality protocol into a scratch folder (used by the test suite); it never touches docs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.common import merge_results
+from benchmarks.quality import ABLATIONS, QUICK, SPLIT_CONFIGS, Protocol, run_quality
+from benchmarks.report import render
+
+SECTIONS = ("quality", "ablations", "real", "speed")
+
+
+def _speed(results: Path, runs: Path) -> None:
+    from benchmarks.costs import backend_comparison, segment_curve
+    from benchmarks.views import synthetic_view_batch
+    from xmask3d.cli import main as cli
+    from xmask3d.config import load_config
+
+    py = [sys.executable, "-m", "benchmarks.speed"]
+    data = runs / "speed_data"
+    if not (data / "scannet_3d").is_dir():
+        cli(["synth", "--out", str(data), "--scenes", "2", "--views", "20", "--seed", "0",
+             "--density", "2400", "--no-progress"])
+    tiny = json.loads(subprocess.check_output([*py, "tiny", "--source", "synth", "--root",
+                                               str(data)]).decode().splitlines()[-1])
+    full = json.loads(subprocess.check_output([*py, "full", "--source", "synth", "--root",
+                                               str(data)]).decode().splitlines()[-1])
+    cfg = load_config("tiny/scannet_b15n4")
+    backends = backend_comparison("tiny/scannet_b15n4", synthetic_view_batch(cfg, str(data)))
+    ckpt = runs / "split_B15N4_s0" / "last.pt"
+    curve = segment_curve(str(ckpt), data, "synth_0001_00", runs / "segment_curve") \
+        if ckpt.is_file() else []
+    merge_results(results, "speed", {"tiny_view": tiny, "full_view": full,
+                                     "backends": backends, "segment_curve": curve})
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks")
+    p.add_argument("--out", default="docs", help="where RESULTS.md and results.json go")
+    p.add_argument("--runs", default="runs/bench", help="scratch folder for data and runs")
+    p.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--steps", type=int, default=None, help="override the training budget")
+    p.add_argument("--splits", nargs="*", default=list(SPLIT_CONFIGS))
+    p.add_argument("--ablations", nargs="*", default=list(ABLATIONS))
+    p.add_argument("--quick", action="store_true", help="tiny protocol into --runs (for tests)")
+    a = p.parse_args(argv)
+    out, runs = Path(a.out), Path(a.runs)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.json"
+    proto = QUICK if a.quick else Protocol()
+    if a.steps:
+        proto.steps = a.steps
+    if "quality" in a.only or "ablations" in a.only:
+        run_quality(out, results, proto=proto,
+                    splits=a.splits if "quality" in a.only else ["B15/N4"],
+                    ablations=a.ablations if "ablations" in a.only else [], runs_dir=runs)
+    if "real" in a.only and not a.quick:
+        from benchmarks.real import run_real
+
+        run_real(results, runs)
+    if "speed" in a.only and not a.quick:
+        _speed(results, runs)
+    render(results, out / "RESULTS.md")
+    print(f"wrote {out / 'RESULTS.md'} and {results}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

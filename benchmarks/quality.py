@@ -1,0 +1,114 @@
+"""Segmentation quality on a fixed synthetic benchmark, with the paper's ablations.
+
+Protocol (stated in docs/RESULTS.md): one seeded synthetic dataset, the tiny configuration, a fixed
+CPU training budget in optimiser steps; evaluation on the held-out synthetic scenes with every usable
+view, votes and nearest-point fill; hIoU / mIoU-base / mIoU-novel of the fused, 3D-only and 2D-only
+predictions. Each run trains and evaluates through ``xmask3d.cli.main``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.common import merge_results
+
+SPLIT_CONFIGS = {"B15/N4": "tiny/scannet_b15n4", "B12/N7": "tiny/scannet_b12n7",
+                 "B10/N9": "tiny/scannet_b10n9"}
+
+# ablation name -> config overrides (B15/N4); method.md tables / decisions.md §5
+ABLATIONS = {
+    "full (3D condition, regularisation, fusion)": [],
+    "condition: none": ["mask2d.condition=none"],
+    "condition: text (caption)": ["mask2d.condition=text"],
+    "condition: 2D image feature": ["mask2d.condition=image"],
+    "no mask-level 2D-to-3D regularisation": ["loss.mask_alignment=0"],
+    "no 3D-2D fusion": ["fusion.enabled=false"],
+    "published binary target + mask selection": ["data.binary_mode=published",
+                                                  "loss.alignment_selection=published"],
+    "published: unlabelled region = no object": ["loss.unlabelled_as_no_object=true"],
+}
+
+
+@dataclass
+class Protocol:
+    scenes: int = 30
+    views: int = 10
+    data_seed: int = 0
+    steps: int = 250
+    seeds: tuple[int, ...] = (0, 1)
+    extra: list[str] = field(default_factory=lambda: ["data.loop=8", "train.eval_every=100",
+                                                      "data.select_fraction=0"])
+
+
+QUICK = Protocol(scenes=5, views=3, steps=2, seeds=(0,), extra=[
+    "data.loop=1", "train.eval_every=100", "data.select_fraction=0", "data.voxel_size=0.08",
+    "mask2d.num_queries=4", "loss.num_points=256"])
+
+
+def _cli(argv: list[str]) -> None:
+    from xmask3d.cli import main
+
+    code = main(argv)
+    if code != 0:
+        raise RuntimeError(f"xmask3d {' '.join(argv)} exited with {code}")
+
+
+def ensure_data(root: Path, proto: Protocol) -> Path:
+    """Generate the fixed synthetic benchmark once (kept between runs)."""
+    marker = root / "bench_protocol.json"
+    want = {"scenes": proto.scenes, "views": proto.views, "seed": proto.data_seed}
+    if marker.is_file() and json.loads(marker.read_text()) == want:
+        return root
+    _cli(["synth", "--out", str(root), "--scenes", str(proto.scenes), "--views",
+          str(proto.views), "--seed", str(proto.data_seed), "--overwrite", "--no-progress"])
+    marker.write_text(json.dumps(want))
+    return root
+
+
+def train_and_eval(config: str, overrides: list[str], *, data: Path, out: Path, seed: int,
+                   proto: Protocol) -> dict:
+    """One training run at the fixed budget, then the multi-view evaluation on ``val``."""
+    sets = [f"data.root={data}", f"train.seed={seed}", *proto.extra, *overrides]
+    set_args = [a for s in sets for a in ("--set", s)]
+    t0 = time.perf_counter()
+    _cli(["train", "--config", config, *set_args, "--max-steps", str(proto.steps),
+          "--out", str(out), "--no-progress"])
+    train_s = time.perf_counter() - t0
+    _cli(["eval", "--ckpt", str(out / "last.pt"), *set_args, "--out", str(out / "eval"),
+          "--no-progress"])
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    summary = json.loads((out / "run_summary.json").read_text())
+    preds = {k: {m: v[m] for m in ("hIoU", "mIoU_base", "mIoU_novel")}
+             for k, v in metrics["predictions"].items()}
+    return {"config": config, "overrides": overrides, "seed": seed, "steps": proto.steps,
+            "train_s": round(train_s, 1), "views_per_s": summary.get("views_per_s"),
+            "eval_s_per_scene": metrics.get("seconds_per_scene"), "predictions": preds}
+
+
+def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
+                ablations: list[str], runs_dir: Path) -> dict:
+    data = ensure_data(runs_dir / "bench_data", proto)
+    section: dict = {"protocol": {"scenes": proto.scenes, "views": proto.views,
+                                  "data_seed": proto.data_seed, "steps": proto.steps,
+                                  "batch_size": 4, "seeds": list(proto.seeds),
+                                  "extra": proto.extra}, "splits": {}, "ablations": {}}
+    for name in splits:
+        section["splits"][name] = [
+            train_and_eval(SPLIT_CONFIGS[name], [], data=data, seed=s, proto=proto,
+                           out=runs_dir / f"split_{name.replace('/', '')}_s{s}")
+            for s in proto.seeds]
+        merge_results(results, "quality", section)
+    for name in ablations:
+        if name.startswith("full") and "B15/N4" in section["splits"]:
+            section["ablations"][name] = section["splits"]["B15/N4"]
+            continue
+        slug = "".join(c for c in name if c.isalnum())[:40]
+        section["ablations"][name] = [
+            train_and_eval(SPLIT_CONFIGS["B15/N4"], ABLATIONS[name], data=data, seed=s,
+                           proto=proto, out=runs_dir / f"abl_{slug}_s{s}")
+            for s in proto.seeds]
+        merge_results(results, "quality", section)
+    return section

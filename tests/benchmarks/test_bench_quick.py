@@ -1,0 +1,31 @@
+"""``python -m benchmarks --quick``: the whole quality protocol at a toy budget, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_quick_benchmark_writes_results_and_report(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path / "docs"),
+           "--runs", str(tmp_path / "runs"), "--only", "quality", "--splits", "B15/N4",
+           "--ablations", "no 3D-2D fusion"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "docs" / "results.json").read_text())
+    q = results["quality"]
+    assert q["protocol"]["steps"] == 2
+    run = q["splits"]["B15/N4"][0]
+    for kind in ("fused", "3d", "2d"):
+        vals = run["predictions"][kind]
+        assert set(vals) == {"hIoU", "mIoU_base", "mIoU_novel"}
+        assert all(v is None or 0.0 <= v <= 100.0 or v != v for v in vals.values())
+    assert list(q["ablations"]) == ["no 3D-2D fusion"]
+    report = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "B15/N4" in report and "no 3D-2D fusion" in report and "2 optimiser steps" in report
