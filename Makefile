@@ -31,7 +31,8 @@ bench: install
 	$(PY) -m benchmarks --out docs
 
 checkpoint: install
-	$(VENV)/bin/xmask3d demo --out runs/checkpoint --make-checkpoint src/xmask3d/resources/tiny_synthetic.pt
+	$(VENV)/bin/xmask3d demo --out runs/checkpoint --scenes 40 --views 8 --steps 600 \
+		--make-checkpoint src/xmask3d/resources/tiny_synthetic.pt
 
 lint: install
 	$(PY) -m ruff check src tests
