@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_quick_benchmark_writes_results_and_report(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path / "docs"),
-           "--runs", str(tmp_path / "runs"), "--only", "quality", "--splits", "B15/N4",
+           "--runs", str(tmp_path / "runs"), "--only", "quality", "ablations", "--splits", "B15/N4",
            "--ablations", "no 3D-2D fusion"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
