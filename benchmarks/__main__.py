@@ -38,7 +38,11 @@ def _speed(results: Path, runs: Path) -> None:
                                                str(data)]).decode().splitlines()[-1])
     cfg = load_config("tiny/scannet_b15n4")
     backends = backend_comparison("tiny/scannet_b15n4", synthetic_view_batch(cfg, str(data)))
+    from xmask3d.apps.inference import default_checkpoint
+
     ckpt = runs / "split_B15N4_s0" / "last.pt"
+    if not ckpt.is_file():
+        ckpt = default_checkpoint()
     curve = segment_curve(str(ckpt), data, "synth_0001_00", runs / "segment_curve") \
         if ckpt.is_file() else []
     merge_results(results, "speed", {"tiny_view": tiny, "full_view": full,

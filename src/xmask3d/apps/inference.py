@@ -27,10 +27,9 @@ from tqdm.auto import tqdm
 from xmask3d.apps.virtual_views import point_spacing, render_points, visible_pixels
 from xmask3d.config import XMask3DConfig
 from xmask3d.data.batch import ViewBatch
-from xmask3d.data.dataset import ViewSample, collate_views
+from xmask3d.data.dataset import ViewSample, collate_views, make_view_sample
 from xmask3d.data.projection import PointPixelMap, resize_view
-from xmask3d.data.scene import IGNORE_LABEL, Scene, View
-from xmask3d.data.voxelize import voxelize
+from xmask3d.data.scene import Scene, View
 from xmask3d.errors import CheckpointError
 from xmask3d.models.outputs import XMask3DOutput
 from xmask3d.models.text.classifier import TextClassifier
@@ -184,19 +183,13 @@ def make_sample(scene: Scene, point_idx: np.ndarray, *, voxel_size: float,
 
     ``image`` is (H, W, 3) uint8; without one (3D-only) a 1x1 black image stands in.
     """
-    points = scene.points[point_idx].astype(np.float32)
-    colors = (scene.colors[point_idx].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
-    coords, point2voxel, first = voxelize(points, voxel_size)
-    img = (np.zeros((3, 1, 1), np.float32) if image is None else
-           np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32) / 255.0)
     n = len(point_idx)
-    return ViewSample(
-        scene_name=scene.name, view_name=view_name, points=points, colors=colors,
-        point_index=np.asarray(point_idx, np.int64),
-        pixel_rc=np.zeros((n, 2), np.int64) if pixel_rc is None else pixel_rc,
-        voxel_coords=coords, voxel_feats=colors[first], point2voxel=point2voxel, image=img,
-        labels=np.full(n, IGNORE_LABEL, np.int64), binary_labels=np.zeros(n, np.int64),
-        labels_2d=None, caption="", class_names=tuple(class_names))
+    color = np.zeros((1, 1, 3), np.uint8) if image is None else image
+    view = View(name=view_name, color=color, pose=np.eye(4), intrinsics=np.eye(3))
+    pmap = PointPixelMap(np.asarray(point_idx, np.int64),
+                         np.zeros((n, 2), np.int64) if pixel_rc is None else pixel_rc)
+    return make_view_sample(scene, view, pmap, voxel_size=voxel_size,
+                            binary_labels=np.zeros(n, np.int64), class_names=tuple(class_names))
 
 
 def prepare_view(scene: Scene, view: View, *, hw: tuple[int, int], rel_thresh: float,
