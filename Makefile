@@ -31,7 +31,7 @@ bench: install
 	$(PY) -m benchmarks --out docs
 
 checkpoint: install
-	$(VENV)/bin/xmask3d demo --out runs/checkpoint --scenes 40 --views 8 --steps 600 \
+	$(VENV)/bin/xmask3d demo --out runs/checkpoint --scenes 30 --views 8 --steps 300 \
 		--make-checkpoint src/xmask3d/resources/tiny_synthetic.pt
 
 lint: install
