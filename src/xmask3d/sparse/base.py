@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import abc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,7 +199,7 @@ def to_conv_transpose3d_weight(weight: Tensor) -> Tensor:
     return weight.permute(4, 0, 1, 2, 3)
 
 
-class SparseBackend(abc.ABC):
+class SparseBackend:
     """Factory of sparse convolution modules for one implementation.
 
     Every module maps ``SparseTensor -> SparseTensor``. Kernel offsets follow ``F.conv3d``
@@ -209,21 +208,26 @@ class SparseBackend(abc.ABC):
     """
 
     name: str
+    # the module classes each backend provides (set by the subclass)
+    subm_cls: type[nn.Module]
+    down_cls: type[nn.Module]
+    inverse_cls: type[nn.Module]
+    transposed_cls: type[nn.Module]
 
-    @abc.abstractmethod
     def subm_conv(
         self, in_channels: int, out_channels: int, *, kernel_size: int = 3, bias: bool = False
     ) -> nn.Module:
         """Submanifold conv (odd ``kernel_size``): output sites = input sites, same order."""
+        return self.subm_cls(in_channels, out_channels, kernel_size=kernel_size, bias=bias)
 
-    @abc.abstractmethod
     def down_conv(
         self, in_channels: int, out_channels: int, *, kernel_size: int = 2, stride: int = 2,
         bias: bool = False,
     ) -> nn.Module:
         """Strided conv: output sites = every ``o`` with an active input in its window."""
+        return self.down_cls(in_channels, out_channels, kernel_size=kernel_size, stride=stride,
+                             bias=bias)
 
-    @abc.abstractmethod
     def inverse_conv(
         self, in_channels: int, out_channels: int, *, kernel_size: int = 2, stride: int = 2,
         bias: bool = False,
@@ -232,13 +236,16 @@ class SparseBackend(abc.ABC):
 
         The input must come from a ``down_conv`` with the same ``kernel_size`` and ``stride``.
         """
+        return self.inverse_cls(in_channels, out_channels, kernel_size=kernel_size,
+                                stride=stride, bias=bias)
 
-    @abc.abstractmethod
     def transposed_conv(
         self, in_channels: int, out_channels: int, *, kernel_size: int = 2, stride: int = 2,
         bias: bool = False,
     ) -> nn.Module:
         """Generative transposed conv: output sites = every ``i * stride + d`` of active ``i``."""
+        return self.transposed_cls(in_channels, out_channels, kernel_size=kernel_size,
+                                   stride=stride, bias=bias)
 
 
 class SparseBatchNorm(nn.BatchNorm1d):

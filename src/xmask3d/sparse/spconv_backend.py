@@ -226,21 +226,7 @@ class SpconvBackend(SparseBackend):
 
     name = "spconv"
 
-    def subm_conv(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
-                  bias: bool = False) -> nn.Module:
-        return SpconvSubMConv3d(in_channels, out_channels, kernel_size=kernel_size, bias=bias)
-
-    def down_conv(self, in_channels: int, out_channels: int, *, kernel_size: int = 2,
-                  stride: int = 2, bias: bool = False) -> nn.Module:
-        return SpconvDownConv3d(in_channels, out_channels, kernel_size=kernel_size, stride=stride,
-                                bias=bias)
-
-    def inverse_conv(self, in_channels: int, out_channels: int, *, kernel_size: int = 2,
-                     stride: int = 2, bias: bool = False) -> nn.Module:
-        return SpconvInverseConv3d(in_channels, out_channels, kernel_size=kernel_size,
-                                   stride=stride, bias=bias)
-
-    def transposed_conv(self, in_channels: int, out_channels: int, *, kernel_size: int = 2,
-                        stride: int = 2, bias: bool = False) -> nn.Module:
-        return SpconvTransposedConv3d(in_channels, out_channels, kernel_size=kernel_size,
-                                      stride=stride, bias=bias)
+    subm_cls = SpconvSubMConv3d
+    down_cls = SpconvDownConv3d
+    inverse_cls = SpconvInverseConv3d
+    transposed_cls = SpconvTransposedConv3d

@@ -340,21 +340,7 @@ class TorchBackend(SparseBackend):
 
     name = "torch"
 
-    def subm_conv(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
-                  bias: bool = False) -> nn.Module:
-        return TorchSubMConv3d(in_channels, out_channels, kernel_size=kernel_size, bias=bias)
-
-    def down_conv(self, in_channels: int, out_channels: int, *, kernel_size: int = 2,
-                  stride: int = 2, bias: bool = False) -> nn.Module:
-        return TorchDownConv3d(in_channels, out_channels, kernel_size=kernel_size, stride=stride,
-                               bias=bias)
-
-    def inverse_conv(self, in_channels: int, out_channels: int, *, kernel_size: int = 2,
-                     stride: int = 2, bias: bool = False) -> nn.Module:
-        return TorchInverseConv3d(in_channels, out_channels, kernel_size=kernel_size,
-                                  stride=stride, bias=bias)
-
-    def transposed_conv(self, in_channels: int, out_channels: int, *, kernel_size: int = 2,
-                        stride: int = 2, bias: bool = False) -> nn.Module:
-        return TorchTransposedConv3d(in_channels, out_channels, kernel_size=kernel_size,
-                                     stride=stride, bias=bias)
+    subm_cls = TorchSubMConv3d
+    down_cls = TorchDownConv3d
+    inverse_cls = TorchInverseConv3d
+    transposed_cls = TorchTransposedConv3d
