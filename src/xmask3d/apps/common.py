@@ -18,6 +18,7 @@ import torch
 from xmask3d.apps.inference import (
     RENDERED_REL_THRESH,
     LoadedModel,
+    load_inference_model,
     PointScoreFn,
     ViewScoreFn,
     run_3d_chunks,
@@ -30,7 +31,7 @@ from xmask3d.data.scene import Scene, View
 from xmask3d.errors import ConfigError, DataError
 
 __all__ = ["PATH_3D", "PATH_VIEWS", "PATH_VIRTUAL", "ScanScores", "add_scan_arguments",
-           "find_views", "load_scan", "parse_names", "peak_rss_mb", "score_scan", "write_json"]
+           "find_views", "load_scan", "open_inputs", "parse_names", "peak_rss_mb", "score_scan", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,15 @@ class ScanScores:
                 "seen_fraction": round(self.seen_fraction, 4),
                 "unseen_points": "copy the mean scores of the nearest seen point",
                 "notes": self.notes}
+
+
+def open_inputs(args: argparse.Namespace) -> tuple[Scene, list[View], str, LoadedModel]:
+    """The scan, its views (and where they came from) and the model, as the arguments name them."""
+    scene = load_scan(args.scan)
+    views, source = find_views(args)
+    lm = load_inference_model(args.ckpt, config=args.config, overrides=args.overrides,
+                              device=args.device)
+    return scene, views, source, lm
 
 
 def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[View], *,

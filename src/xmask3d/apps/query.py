@@ -25,14 +25,12 @@ from torch import Tensor
 
 from xmask3d.apps.common import (
     add_scan_arguments,
-    find_views,
-    load_scan,
+    open_inputs,
     parse_names,
     peak_rss_mb,
     score_scan,
     write_json,
 )
-from xmask3d.apps.inference import load_inference_model
 from xmask3d.apps.render import heat_colors, save_heatmap_png
 from xmask3d.data.batch import ViewBatch
 from xmask3d.data.ply import write_ply
@@ -115,10 +113,7 @@ def run(args: argparse.Namespace) -> int:
     """Score every query; write one heat-map PLY and PNG per query and ``query.json``."""
     start = time.perf_counter()
     queries, negatives = _queries(args)
-    scene = load_scan(args.scan)
-    views, source = find_views(args)
-    lm = load_inference_model(args.ckpt, config=args.config, overrides=args.overrides,
-                              device=args.device)
+    scene, views, source, lm = open_inputs(args)
     q_emb = lm.text.encode_captions(queries)
     n_emb = lm.text.encode_captions(negatives)
 

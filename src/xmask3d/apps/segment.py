@@ -25,14 +25,13 @@ from xmask3d.apps.common import (
     PATH_3D,
     ScanScores,
     add_scan_arguments,
-    find_views,
-    load_scan,
+    open_inputs,
     parse_names,
     peak_rss_mb,
     score_scan,
     write_json,
 )
-from xmask3d.apps.inference import LoadedModel, load_inference_model
+from xmask3d.apps.inference import LoadedModel
 from xmask3d.apps.render import OTHER_COLOR, class_palette, save_segmentation_png
 from xmask3d.config import FusionCfg
 from xmask3d.data.batch import ViewBatch
@@ -157,10 +156,7 @@ def run(args: argparse.Namespace) -> int:
     """Segment the scan; write ``segmentation.ply``, ``segmentation.png``, ``segment.json``."""
     start = time.perf_counter()
     classes, base = _vocabulary(args)
-    scene = load_scan(args.scan)
-    views, source = find_views(args)
-    lm = load_inference_model(args.ckpt, config=args.config, overrides=args.overrides,
-                              device=args.device)
+    scene, views, source, lm = open_inputs(args)
     result = _score(args, lm, scene, views, source, classes, base)
     labels, score = assign_labels(result.scores, other_below=args.other_below)
     names = classes + ([OTHER] if args.other_below is not None else [])
