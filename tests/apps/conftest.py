@@ -13,19 +13,8 @@ from xmask3d.data.ply import write_ply
 from xmask3d.engine.checkpoint import save_checkpoint
 from xmask3d.models.build import build_model, build_text
 
-# A very small model (same code paths as tiny); the widths of tests/models/conftest.py.
-MICRO = [
-    "data.image_hw=[48, 64]", "data.voxel_size=0.1", "mask2d.input_size=64", "data.border=2",
-    "backbone3d.enc_channels=[8, 16, 16, 16]", "backbone3d.dec_channels=[16, 16, 8, 8]",
-    "backbone3d.stem_channels=8", "backbone3d.out_channels=16",
-    "backbone3d.binary_enc_channels=[8, 8, 8, 8]", "backbone3d.binary_dec_channels=[8, 8, 8, 8]",
-    "backbone3d.binary_out_channels=8", "backbone3d.global_dim=16",
-    "mask2d.block_out_channels=[32, 32, 32]", "mask2d.cross_attention_dim=32",
-    "mask2d.projection_dim=32", "mask2d.projection_mid=16", "mask2d.conv_dim=32",
-    "mask2d.mask_dim=32", "mask2d.hidden_dim=32", "mask2d.pixel_ffn=64",
-    "mask2d.decoder_ffn=64", "mask2d.num_queries=6", "mask2d.decoder_layers=2",
-    "loss.num_points=256", "eval.batch_size=4",
-]
+# the shared micro model (tests/conftest.py) plus what the app tests need on top
+APP_OVERRIDES = ["data.border=2", "mask2d.decoder_layers=2", "eval.batch_size=4"]
 
 
 def _plane(rng, origin, u, v, n, color) -> tuple[np.ndarray, np.ndarray]:
@@ -68,8 +57,8 @@ def room_factory():
 
 
 @pytest.fixture(scope="session")
-def micro_cfg():
-    return load_config("tiny/scannet_b15n4", MICRO)
+def micro_cfg(micro_overrides):
+    return load_config("tiny/scannet_b15n4", [*micro_overrides, *APP_OVERRIDES])
 
 
 @pytest.fixture(scope="session")

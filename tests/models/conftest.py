@@ -10,27 +10,11 @@ from xmask3d.config import XMask3DConfig, load_config
 from xmask3d.data.batch import ViewBatch
 from xmask3d.data.splits import get_split
 
-MICRO = [
-    "data.image_hw=[48, 64]", "data.voxel_size=0.1", "mask2d.input_size=64",
-    "backbone3d.enc_channels=[8, 16, 16, 16]", "backbone3d.dec_channels=[16, 16, 8, 8]",
-    "backbone3d.stem_channels=8", "backbone3d.out_channels=16",
-    "backbone3d.binary_enc_channels=[8, 8, 8, 8]", "backbone3d.binary_dec_channels=[8, 8, 8, 8]",
-    "backbone3d.binary_out_channels=8", "backbone3d.global_dim=16",
-    "mask2d.block_out_channels=[32, 32, 32]", "mask2d.cross_attention_dim=32",
-    "mask2d.projection_dim=32", "mask2d.projection_mid=16", "mask2d.conv_dim=32",
-    "mask2d.mask_dim=32", "mask2d.hidden_dim=32", "mask2d.pixel_ffn=64",
-    "mask2d.decoder_ffn=64", "mask2d.num_queries=6", "loss.num_points=256",
-]
 
 
 @pytest.fixture
-def micro_cfg() -> XMask3DConfig:
-    return load_config("tiny/scannet_b15n4", MICRO)
-
-
-@pytest.fixture
-def micro_overrides() -> list[str]:
-    return list(MICRO)
+def micro_cfg(micro_overrides) -> XMask3DConfig:
+    return load_config("tiny/scannet_b15n4", micro_overrides)
 
 
 @pytest.fixture
