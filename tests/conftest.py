@@ -22,3 +22,14 @@ MICRO_OVERRIDES = (
 def micro_overrides() -> list[str]:
     """``--set`` overrides of the micro model (apply on top of ``tiny/scannet_b15n4``)."""
     return list(MICRO_OVERRIDES)
+
+
+@pytest.fixture
+def two_threads():
+    """Run a test at 2 torch threads (the spconv CPU race shows up only with several threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

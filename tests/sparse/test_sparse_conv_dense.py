@@ -30,12 +30,7 @@ TOL = dict(rtol=1e-10, atol=1e-10)
 B, GRID = 2, 9
 
 
-@pytest.fixture(autouse=True)
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_threads")   # fixture in tests/conftest.py
 
 
 def random_voxels(seed: int, channels: int, *, grid: int = GRID, density: float = 0.35):

@@ -23,12 +23,7 @@ TINY = dict(stem_channels=8, stem_kernel=3, enc_channels=(8, 16, 16), enc_blocks
             dec_channels=(16, 8, 8), dec_blocks=(1, 1, 1))
 
 
-@pytest.fixture(autouse=True)
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("two_threads")   # fixture in tests/conftest.py
 
 
 def surface_voxels(seed: int, *, channels: int = 3) -> SparseTensor:
