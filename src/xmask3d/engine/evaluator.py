@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -26,7 +25,7 @@ from xmask3d.data.dataset import ViewDataset, collate_views
 from xmask3d.data.splits import CategorySplit
 from xmask3d.engine import distributed as D
 from xmask3d.eval.metrics import ConfusionMatrix, OpenVocabMetrics, open_vocab_metrics
-from xmask3d.eval.scoring import view_point_predictions
+from xmask3d.eval.scoring import nearest_visible_fill, view_point_predictions
 
 __all__ = ["KINDS", "EvalResult", "SceneVotes", "evaluate_views", "nearest_visible_fill",
            "shard_scenes", "spread_views"]
@@ -34,27 +33,6 @@ __all__ = ["KINDS", "EvalResult", "SceneVotes", "evaluate_views", "nearest_visib
 logger = logging.getLogger(__name__)
 
 KINDS = ("fused", "3d", "2d")
-
-
-def nearest_visible_fill(points: np.ndarray, labels: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    """Give every unseen point the label of its nearest seen point (1-NN on xyz).
-
-    Args:
-        points: (N, 3) coordinates.
-        labels: (N,) labels, valid where ``seen``.
-        seen: (N,) bool.
-
-    Returns:
-        (N,) labels; all -1 when no point is seen.
-    """
-    out = np.asarray(labels).copy()
-    if not seen.any():
-        return np.full(len(out), -1, dtype=np.int64)
-    if seen.all():
-        return out
-    _, nn_idx = cKDTree(points[seen]).query(points[~seen], k=1)
-    out[~seen] = out[seen][nn_idx]
-    return out
 
 
 class SceneVotes:

@@ -24,19 +24,39 @@ from xmask3d.models.fusion.routing import ensemble_log_scores, gate_base_novel
 from xmask3d.models.outputs import XMask3DOutput
 
 
+def nearest_visible_fill(points: np.ndarray, labels: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Give every unseen point the label of its nearest seen point (1-NN on xyz).
+
+    Args:
+        points: (N, 3) coordinates.
+        labels: (N,) labels, valid where ``seen``.
+        seen: (N,) bool.
+
+    Returns:
+        (N,) labels; all -1 when no point is seen.
+    """
+    out = np.asarray(labels).copy()
+    if not seen.any():
+        return np.full(len(out), -1, dtype=np.int64)
+    if seen.all():
+        return out
+    _, nn_idx = cKDTree(points[seen]).query(points[~seen], k=1)
+    out[~seen] = out[seen][nn_idx]
+    return out
+
+
 def _fill_from_nearest(pred: Tensor, known: Tensor, points: Tensor, offsets: Tensor) -> Tensor:
-    """Copy predictions of ``known`` points to the others, nearest known point of the same view."""
+    """Copy predictions of ``known`` points to the others, nearest known point of the same view
+    (views without any known point keep their predictions)."""
     out = pred.clone()
     pts = points.detach().cpu().numpy()
     known_np = known.cpu().numpy()
+    pred_np = pred.cpu().numpy()
     for b in range(len(offsets) - 1):
         lo, hi = int(offsets[b]), int(offsets[b + 1])
-        k = np.flatnonzero(known_np[lo:hi]) + lo
-        u = np.flatnonzero(~known_np[lo:hi]) + lo
-        if len(u) == 0 or len(k) == 0:
-            continue
-        _, nn = cKDTree(pts[k]).query(pts[u])
-        out[torch.as_tensor(u)] = pred[torch.as_tensor(k[nn])]
+        if known_np[lo:hi].any():
+            out[lo:hi] = torch.from_numpy(
+                nearest_visible_fill(pts[lo:hi], pred_np[lo:hi], known_np[lo:hi])).to(out)
     return out
 
 
