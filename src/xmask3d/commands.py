@@ -31,15 +31,5 @@ def _run_splits(args: argparse.Namespace) -> int:
 
 
 def register_all() -> list[Callable[[argparse._SubParsersAction], None]]:
-    """Registration functions of every subcommand whose module is installed."""
-    out: list[Callable] = []
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and name.startswith(exc.name):
-                continue   # subcommand not part of this build
-            raise
-        out.append(module.add_parser)
-    out.append(_add_splits)
-    return out
+    """Registration functions of every subcommand, in help order."""
+    return [*(importlib.import_module(name).add_parser for name in _MODULES), _add_splits]
