@@ -105,8 +105,7 @@ def sparse_flops(config: str, batch) -> dict:
         x = inp[0]
         k = getattr(mod, "kernel_size", 1)
         k = k[0] if isinstance(k, tuple) else k
-        # upper bound on pairs for SubM (every neighbour present) replaced by the measured
-        # density: pairs ~ active outputs * average neighbours; use nnz of in x out voxels
+        # every kernel offset counted for every output voxel: an upper bound on the pairs
         pairs = out.features.shape[0] * (k ** 3) if k > 1 else out.features.shape[0]
         total[0] += 2.0 * pairs * x.features.shape[1] * out.features.shape[1]
 

@@ -49,15 +49,11 @@ def synthetic_view_batch(cfg: XMask3DConfig, root: str | None, *, target: int = 
                      border=cfg.data.border, min_visible=cfg.data.min_visible)
     best = min(range(len(ds)), key=lambda i: abs(len(ds[i].points) - target))
     sample = ds[best]
-    if train:   # relabel into the training vocabulary (base classes only)
+    if train:   # eval labels are full-space indices: map them into the base vocabulary
         from dataclasses import replace
 
         table, binary = label_tables(split, "train", "ours")
-        full_t, _ = label_tables(split, "eval", "ours")
-        inv = {int(v): k for k, v in enumerate(full_t) if v != 255}
-        full = np.array([inv.get(int(x), 255) for x in sample.labels])
-        lab2d = None if sample.labels_2d is None else table[np.vectorize(
-            lambda x: inv.get(int(x), 255))(sample.labels_2d)]
-        sample = replace(sample, labels=table[full], binary_labels=binary[full],
+        lab2d = None if sample.labels_2d is None else table[sample.labels_2d]
+        sample = replace(sample, labels=table[sample.labels], binary_labels=binary[sample.labels],
                          labels_2d=lab2d, class_names=split.base_names)
     return collate_views([sample])
