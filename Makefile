@@ -31,7 +31,9 @@ bench: install
 	$(PY) -m benchmarks --out docs
 
 checkpoint: install
-	$(VENV)/bin/xmask3d demo --out runs/checkpoint --scenes 30 --views 8 --steps 300 \
+	$(VENV)/bin/xmask3d demo --out runs/checkpoint --scenes 60 --views 10 --steps 900 \
+		--set data.augment=true --set data.color_contrast=0.3 --set data.color_shift=0.15 \
+		--set data.color_jitter=0.03 \
 		--make-checkpoint src/xmask3d/resources/tiny_synthetic.pt
 
 lint: install

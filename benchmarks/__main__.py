@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the training budget")
     p.add_argument("--splits", nargs="*", default=list(SPLIT_CONFIGS))
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS))
+    p.add_argument("--seeds", type=int, nargs="*", default=None,
+                   help="training seeds of the quality runs (default 0 1)")
     p.add_argument("--quick", action="store_true", help="tiny protocol into --runs (for tests)")
     a = p.parse_args(argv)
     out, runs = Path(a.out), Path(a.runs)
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     proto = QUICK if a.quick else Protocol()
     if a.steps:
         proto.steps = a.steps
+    if a.seeds:
+        proto.seeds = tuple(a.seeds)
     if "quality" in a.only or "ablations" in a.only:
         run_quality(out, results, proto=proto,
                     splits=a.splits if "quality" in a.only else ["B15/N4"],

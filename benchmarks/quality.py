@@ -88,27 +88,51 @@ def train_and_eval(config: str, overrides: list[str], *, data: Path, out: Path, 
             "eval_s_per_scene": metrics.get("seconds_per_scene"), "predictions": preds}
 
 
+def _protocol_key(proto: Protocol) -> dict:
+    return {"scenes": proto.scenes, "views": proto.views, "data_seed": proto.data_seed,
+            "steps": proto.steps, "batch_size": 4, "extra": list(proto.extra)}
+
+
+def _runs(config: str, overrides: list[str], *, name: str, data: Path, proto: Protocol,
+          runs_dir: Path, previous: list[dict]) -> list[dict]:
+    """One run per seed; a seed already measured under the same protocol is kept, not re-run."""
+    done = {r["seed"]: r for r in previous
+            if r.get("config") == config and r.get("overrides") == overrides}
+    return [done[s] if s in done else
+            train_and_eval(config, overrides, data=data, seed=s, proto=proto,
+                           out=runs_dir / f"{name}_s{s}") for s in proto.seeds]
+
+
 def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
                 ablations: list[str], runs_dir: Path) -> dict:
+    """Train and evaluate the requested splits and ablations; results are merged into the
+    ``quality`` section of ``results`` after every row (rows of other splits and ablations
+    measured under the same protocol are kept, and so are their finished seeds)."""
     data = ensure_data(runs_dir / "bench_data", proto)
-    section: dict = {"protocol": {"scenes": proto.scenes, "views": proto.views,
-                                  "data_seed": proto.data_seed, "steps": proto.steps,
-                                  "batch_size": 4, "seeds": list(proto.seeds),
-                                  "extra": proto.extra}, "splits": {}, "ablations": {}}
+    old = json.loads(results.read_text()).get("quality", {}) if results.is_file() else {}
+    same = {k: v for k, v in old.get("protocol", {}).items() if k != "seeds"} == \
+        _protocol_key(proto)
+    section: dict = {"protocol": {**_protocol_key(proto), "seeds": list(proto.seeds)},
+                     "splits": dict(old.get("splits", {})) if same else {},
+                     "ablations": dict(old.get("ablations", {})) if same else {}}
     for name in splits:
-        section["splits"][name] = [
-            train_and_eval(SPLIT_CONFIGS[name], [], data=data, seed=s, proto=proto,
-                           out=runs_dir / f"split_{name.replace('/', '')}_s{s}")
-            for s in proto.seeds]
+        section["splits"][name] = _runs(SPLIT_CONFIGS[name], [], name=f"split_"
+                                        f"{name.replace('/', '')}", data=data, proto=proto,
+                                        runs_dir=runs_dir,
+                                        previous=section["splits"].get(name, []))
         merge_results(results, "quality", section)
     for name in ablations:
         if name.startswith("full") and "B15/N4" in section["splits"]:
             section["ablations"][name] = section["splits"]["B15/N4"]
             continue
         slug = "".join(c for c in name if c.isalnum())[:40]
-        section["ablations"][name] = [
-            train_and_eval(SPLIT_CONFIGS["B15/N4"], ABLATIONS[name], data=data, seed=s,
-                           proto=proto, out=runs_dir / f"abl_{slug}_s{s}")
-            for s in proto.seeds]
+        section["ablations"][name] = _runs(SPLIT_CONFIGS["B15/N4"], ABLATIONS[name],
+                                           name=f"abl_{slug}", data=data, proto=proto,
+                                           runs_dir=runs_dir,
+                                           previous=section["ablations"].get(name, []))
         merge_results(results, "quality", section)
+    seeds = sorted({r["seed"] for rows in [*section["splits"].values(),
+                                           *section["ablations"].values()] for r in rows})
+    section["protocol"]["seeds"] = seeds
+    merge_results(results, "quality", section)
     return section

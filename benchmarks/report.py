@@ -54,12 +54,146 @@ def quality_tables(q: dict) -> list[str]:
                   f" ({n:.1f} vs {n3:.1f}, spread {max(sf, s3):.1f})."]
     if q.get("ablations"):
         lines += ["", "### Ablations (B15/N4, fused prediction)", "",
-                  "| variant | hIoU | mIoU base | mIoU novel |", "|---|---|---|---|"]
+                  "Layout of the paper's ablation tables (method.md §6); same protocol as above.",
+                  "", "| variant | seeds | hIoU | mIoU base | mIoU novel |",
+                  "|---|---|---|---|---|"]
         for name, runs in q["ablations"].items():
-            lines.append(f"| {name} | {_cell(runs, 'fused', 'hIoU')} | "
+            lines.append(f"| {name} | {len(runs)} | {_cell(runs, 'fused', 'hIoU')} | "
                          f"{_cell(runs, 'fused', 'mIoU_base')} | "
                          f"{_cell(runs, 'fused', 'mIoU_novel')} |")
+        lines += ["", *ablation_findings(q["ablations"])]
     return lines
+
+
+# the paper's finding per ablation: the full model (first row) beats the variant in hIoU
+PAPER_FINDINGS = {
+    "condition: none": "the 3D global condition beats no condition",
+    "condition: text (caption)": "the 3D global condition beats a text (caption) condition",
+    "condition: 2D image feature": "the 3D global condition beats a 2D image-feature condition",
+    "no mask-level 2D-to-3D regularisation": "the mask-level regularisation helps",
+    "no 3D-2D fusion": "fusing 2D mask features with 3D features helps",
+    "published binary target + mask selection": "(ours, decisions.md §5) our binary target and "
+                                                "mask selection are at least as good",
+    "published: unlabelled region = no object": "(ours, decisions.md §5) not treating unlabelled "
+                                                "regions as 'no object' is at least as good",
+}
+
+
+def ablation_findings(abl: dict) -> list[str]:
+    """One sentence per ablation: does the paper's finding hold here, beyond the seed spread?"""
+    full = next((runs for name, runs in abl.items() if name.startswith("full")), None)
+    if not full:
+        return []
+    fm, fs = _stat(full, "fused", "hIoU")
+    out = []
+    for name, runs in abl.items():
+        if name.startswith("full") or name not in PAPER_FINDINGS:
+            continue
+        m, sp = _stat(runs, "fused", "hIoU")
+        spread = max(fs, sp)
+        if len(runs) < 2 or len(full) < 2:
+            verdict = "cannot be judged (fewer than 2 seeds)"
+        elif fm - m > spread:
+            verdict = "holds"
+        elif m - fm > spread:
+            verdict = "does not hold (the variant is better)"
+        else:
+            verdict = "is not resolved (difference within the seed spread)"
+        out.append(f"- {PAPER_FINDINGS[name]}: {verdict}; hIoU {fm:.1f} (full) vs {m:.1f} "
+                   f"({name}), spread {spread:.1f}.")
+    return out
+
+
+def speed_tables(sp: dict, img_dir: Path | None) -> list[str]:
+    lines = ["## Speed and memory (CPU)", ""]
+    t = sp.get("tiny_view")
+    if t:
+        lines += [f"Tiny model, one view of a synthetic room: {t['visible_points']:,} visible points, "
+                  f"{t['voxels']:,} voxels, image {t['image_hw'][0]}x{t['image_hw'][1]}, "
+                  f"{t['cpu_threads']} CPU threads, backend `{t['backend']}`.", "",
+                  "| measure | median s | min s | target |", "|---|---|---|---|",
+                  f"| forward | {t['forward']['median_s']:.2f} | {t['forward']['min_s']:.2f} | "
+                  f"≤ 1 s: **{'met' if t['forward']['median_s'] <= 1 else 'missed'}** |",
+                  f"| forward + backward (all losses) | {t['forward_backward']['median_s']:.2f} | "
+                  f"{t['forward_backward']['min_s']:.2f} | |", "",
+                  f"Peak resident memory of that process: {t['peak_rss_mb']:.0f} MiB.", ""]
+    f = sp.get("full_view")
+    if f:
+        lines += [f"Full-size model ({f['config']}), one forward of one {f['image_hw'][0]}x"
+                  f"{f['image_hw'][1]} view ({f['visible_points']:,} points, UNet input "
+                  f"{f['input_size']}): **{f['forward_s']:.1f} s** on {f['cpu_threads']} CPU "
+                  f"threads (build {f['build_s']:.1f} s), peak RSS {f['peak_rss_mb'] / 1024:.2f} "
+                  "GiB.", ""]
+    b = sp.get("backends")
+    if b:
+        fl = b["flops"]
+        lines += ["### Sparse backends and achieved FLOP/s (tiny 3D UNet, same weights, forward)", "",
+                  "| backend | median s | min s |", "|---|---|---|",
+                  f"| pure PyTorch | {b['torch']['median_s']:.3f} | {b['torch']['min_s']:.3f} |",
+                  f"| spconv 2.3.8 (CPU) | {b['spconv']['median_s']:.3f} | "
+                  f"{b['spconv']['min_s']:.3f} |", "",
+                  f"Work of the sparse convolutions: {fl['gflop']:.2f} GFLOP"
+                  + (f" over {fl['pairs']:,} input-output pairs" if "pairs" in fl else "")
+                  + f" ({fl['note']}). Achieved with the PyTorch backend: "
+                  f"{fl['achieved_gflops_torch']:.1f} GFLOP/s; a plain 2048x2048 matmul on the same "
+                  f"threads: {fl['matmul_gflops']:.1f} GFLOP/s; fraction of that ceiling: "
+                  f"**{100 * fl['fraction_of_matmul_ceiling']:.1f} %** (the whole UNet time, BN and "
+                  "neighbour search included, is charged to the convolutions).", ""]
+    c = sp.get("segment_curve")
+    if c:
+        lines += ["### `xmask3d segment` against scan size (2 threads, wall time incl. start-up)",
+                  ""]
+        if img_dir is not None and (img_dir / "segment_cost_curve.png").is_file():
+            lines += ["![segment cost curve](img/segment_cost_curve.png)", ""]
+        lines += ["| points | views | real views s | real views MiB | virtual views s | "
+                  "virtual MiB | 3D only s | 3D only MiB |", "|---|---|---|---|---|---|---|---|"]
+        for n in sorted({r["points"] for r in c}):
+            row = {r["mode"]: r for r in c if r["points"] == n}
+            nviews = row.get("views", {}).get("views")
+
+            def cell(mode):
+                r = row.get(mode)
+                return f"{r['wall_s']:.1f} | {r['peak_rss_mb']:.0f}" if r else "- | -"
+            lines.append(f"| {n:,} | {nviews} | {cell('views')} | {cell('virtual')} | "
+                         f"{cell('3d-only')} |")
+        r100 = next((r for r in c if r["points"] == 100_000 and r["mode"] == "views"), None)
+        peak = max(r["peak_rss_mb"] for r in c)
+        if r100:
+            lines += ["", f"Targets: 100k points with {r100['views']} views in ≤ 30 s: "
+                      f"**{'met' if r100['wall_s'] <= 30 else 'missed'}** ({r100['wall_s']:.1f} s);"
+                      f" peak resident memory ≤ 4 GB: **{'met' if peak <= 4096 else 'missed'}** "
+                      f"(largest {peak:.0f} MiB)."]
+        lines.append("")
+    return lines
+
+
+def plot_segment_curve(rows: list[dict], path: Path) -> None:
+    """Time and peak memory of ``segment`` against points (log x), one line per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for mode, label in (("views", "real views"), ("virtual", "virtual views"),
+                        ("3d-only", "3D only (--no-2d)")):
+        pts = sorted((r["points"], r["wall_s"], r["peak_rss_mb"]) for r in rows
+                     if r["mode"] == mode)
+        if not pts:
+            continue
+        a1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        a2.plot([p[0] for p in pts], [p[2] for p in pts], marker="o", label=label)
+    for ax, yl in ((a1, "wall time (s)"), (a2, "peak RSS (MiB)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("points in the scan")
+        ax.set_ylabel(yl)
+        ax.grid(alpha=0.3)
+    a1.legend()
+    fig.suptitle("xmask3d segment, tiny model, 2 CPU threads")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda t: fig.savefig(t, dpi=110, format="png"))
+    plt.close(fig)
 
 
 def real_tables(r: dict) -> list[str]:
@@ -80,6 +214,11 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
         lines += quality_tables(data["quality"]) + [""]
     if "real_scan" in data:
         lines += real_tables(data["real_scan"]) + [""]
+    if "speed" in data:
+        img = out.parent / "img"
+        if data["speed"].get("segment_curve"):
+            plot_segment_curve(data["speed"]["segment_curve"], img / "segment_cost_curve.png")
+        lines += speed_tables(data["speed"], img) + [""]
     lines += extra_sections or []
     text = "\n".join(lines) + "\n"
     atomic_write(out, lambda t: Path(t).write_text(text))

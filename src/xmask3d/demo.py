@@ -29,6 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=200, help="training steps (batch of 4 views)")
     p.add_argument("--config", default="tiny/scannet_b15n4")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override for the training step (repeatable), e.g. "
+                        "--set data.augment=true")
     p.add_argument("--make-checkpoint", default=None, metavar="PATH",
                    help="also write the trained model (weights + config only) to PATH")
     p.add_argument("--no-progress", action="store_true")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     times["train"] = _step("2/5 train the tiny model", [
         "train", *common, "--max-steps", str(args.steps), "--out", str(train_dir),
         "--set", f"train.seed={args.seed}", "--set", "data.loop=8", "--set", "train.eval_every=3",
-        *progress])
+        *[a for kv in args.overrides for a in ("--set", kv)], *progress])
     ckpt = train_dir / "last.pt"
     times["eval"] = _step("3/5 evaluate on the held-out synthetic scenes (hIoU)", [
         "eval", "--ckpt", str(ckpt), "--set", f"data.root={data}", "--out", str(out / "eval"),

@@ -206,6 +206,20 @@ def test_augmentation_train_only(layout):
         np.testing.assert_array_equal(e.voxel_coords[e.point2voxel], cell - cell.min(axis=0))
 
 
+def test_color_augmentation_train_only(layout):
+    plain = _dataset(layout, augment=True)[0]
+    aug = _dataset(layout, augment=True, color_contrast=0.3, color_shift=0.2)[0]
+    np.testing.assert_array_equal(aug.point_index, plain.point_index)
+    np.testing.assert_array_equal(aug.voxel_coords, plain.voxel_coords)  # same geometry draws
+    delta = aug.voxel_feats - plain.voxel_feats
+    assert np.abs(delta).max() > 1e-3
+    np.testing.assert_allclose(aug.voxel_feats, aug.colors[
+        np.unique(aug.point2voxel, return_index=True)[1]])  # voxels take augmented colours
+    ev_plain = _dataset(layout, mode="eval")[0]
+    ev_aug = _dataset(layout, mode="eval", augment=True, color_contrast=0.3, color_shift=0.2)[0]
+    np.testing.assert_array_equal(ev_aug.voxel_feats, ev_plain.voxel_feats)
+
+
 def test_no_usable_view_raises_naming_scene(layout):
     ds = _dataset(layout, scenes=["scene0001_00"])  # every labelled point is novel
     with pytest.raises(DataError, match=r"scene0001_00.*no usable view after all 3 views"):

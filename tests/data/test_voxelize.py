@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from xmask3d.data.voxelize import augment_points, random_augmentation_matrix, voxelize
+from xmask3d.data.voxelize import (
+    augment_colors,
+    augment_points,
+    random_augmentation_matrix,
+    voxelize,
+)
 from xmask3d.errors import DataError
 
 
@@ -96,3 +101,38 @@ def test_augmentation_seeded_and_jitter():
     np.testing.assert_allclose(m, 2 * np.eye(3))
     with pytest.raises(DataError, match="scale"):
         random_augmentation_matrix(np.random.default_rng(0), scale=(1.1, 0.9))
+
+
+def test_color_augmentation_values():
+    rng = np.random.default_rng(0)
+    colors = rng.uniform(-0.5, 0.5, (500, 3)).astype(np.float32)
+    same = augment_colors(colors, np.random.default_rng(1))
+    np.testing.assert_array_equal(same, colors)
+    # contrast only: the mean is kept and deviations scale by one factor in the range
+    out = augment_colors(colors, np.random.default_rng(1), contrast=0.3)
+    np.testing.assert_allclose(out.mean(0), colors.mean(0), atol=1e-5)
+    ratio = (out - colors.mean(0)) / (colors - colors.mean(0))
+    assert np.allclose(ratio, ratio.flat[0], atol=1e-3) and 0.7 <= ratio.flat[0] <= 1.3
+    # shift only: one offset per channel
+    out = augment_colors(colors, np.random.default_rng(2), shift=0.2)
+    delta = out - colors
+    assert np.allclose(delta, delta[0], atol=1e-6) and np.all(np.abs(delta[0]) <= 0.2)
+    assert np.abs(delta[0]).max() > 0
+    # clipped to the colour range, seeded
+    big = augment_colors(np.full((4, 3), 0.95, np.float32), np.random.default_rng(3),
+                         shift=0.5, jitter=0.5)
+    assert big.max() <= 1.0 and big.min() >= -1.0
+    a = augment_colors(colors, np.random.default_rng(4), contrast=0.2, shift=0.1, jitter=0.05)
+    b = augment_colors(colors, np.random.default_rng(4), contrast=0.2, shift=0.1, jitter=0.05)
+    np.testing.assert_array_equal(a, b)
+    assert 0.03 < np.std(a - augment_colors(colors, np.random.default_rng(4), contrast=0.2,
+                                           shift=0.1)) < 0.07
+
+
+def test_color_augmentation_errors():
+    with pytest.raises(DataError, match="N, 3"):
+        augment_colors(np.zeros((4, 2)), np.random.default_rng(0), shift=0.1)
+    with pytest.raises(DataError, match="contrast"):
+        augment_colors(np.zeros((4, 3)), np.random.default_rng(0), contrast=1.5)
+    with pytest.raises(DataError, match="jitter"):
+        augment_colors(np.zeros((4, 3)), np.random.default_rng(0), jitter=-1)

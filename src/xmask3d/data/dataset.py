@@ -22,7 +22,7 @@ from xmask3d.data.processed import ProcessedLayout
 from xmask3d.data.projection import PointPixelMap, point_pixel_map, resize_view
 from xmask3d.data.scene import IGNORE_LABEL, Scene, View
 from xmask3d.data.splits import CategorySplit
-from xmask3d.data.voxelize import augment_points, voxelize
+from xmask3d.data.voxelize import augment_colors, augment_points, voxelize
 from xmask3d.errors import DataError
 
 __all__ = ["TRAIN_MAX_VISIBLE", "ViewDataset", "ViewSample", "collate_views", "label_tables"]
@@ -85,13 +85,21 @@ def make_view_sample(scene: Scene, view: View, pmap: PointPixelMap, *, voxel_siz
         labels, binary_labels: (n,) per visible point; all-ignore / all-excluded when ``None``.
         labels_2d: (H, W) pixel labels or ``None``.
         class_names: the vocabulary the labels index.
-        augment: keyword arguments of :func:`augment_points` (training only), or ``None``.
+        augment: keyword arguments of :func:`augment_points`, plus optional ``color_contrast``,
+            ``color_shift`` and ``color_jitter`` for :func:`augment_colors` (training only), or
+            ``None``.
         rng: the generator used by the augmentation.
     """
     idx = pmap.point_idx
     points = scene.points[idx].astype(np.float32)
     colors = (scene.colors[idx].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
-    grid_points = points if augment is None else augment_points(points, rng, **augment)
+    grid_points = points
+    if augment is not None:
+        geo = {k: v for k, v in augment.items() if not k.startswith("color_")}
+        grid_points = augment_points(points, rng, **geo)
+        colors = augment_colors(colors, rng, contrast=augment.get("color_contrast", 0.0),
+                                shift=augment.get("color_shift", 0.0),
+                                jitter=augment.get("color_jitter", 0.0))
     coords, point2voxel, first = voxelize(grid_points, voxel_size)
     n = len(idx)
     return ViewSample(
@@ -175,6 +183,7 @@ class ViewDataset(Dataset):
         loop: passes over the scenes per training epoch.
         augment: random rotation/scale of the voxelised coordinates (train mode only).
         rotate_z, rotate_xy, scale, jitter: augmentation ranges (``augment_points``).
+        color_contrast, color_shift, color_jitter: colour ranges (``augment_colors``).
         binary_mode: ``"ours"`` or ``"published"`` (see :func:`label_tables`).
         seed: base seed of the per-item generators.
         scenes: restrict to these scene names (default: every scene of ``split``).
@@ -189,7 +198,8 @@ class ViewDataset(Dataset):
                  max_retries: int = 32, loop: int = 1, augment: bool = False,
                  rotate_z: float = np.pi, rotate_xy: float = np.pi / 64,
                  scale: tuple[float, float] = (0.9, 1.1), jitter: float = 0.0,
-                 binary_mode: str = "ours", seed: int = 0, scenes: list[str] | None = None,
+                 color_contrast: float = 0.0, color_shift: float = 0.0,
+                 color_jitter: float = 0.0, binary_mode: str = "ours", seed: int = 0, scenes: list[str] | None = None,
                  cache_size: int = 4) -> None:
         self.label_table, self.binary_table = label_tables(category_split, mode, binary_mode)
         if len(image_hw) != 2 or min(image_hw) <= 0:
@@ -213,7 +223,8 @@ class ViewDataset(Dataset):
                         "deterministic)")
         self.augment = augment and mode == "train"
         self.aug_params = dict(rotate_z=rotate_z, rotate_xy=rotate_xy, scale=tuple(scale),
-                               jitter=jitter)
+                               jitter=jitter, color_contrast=color_contrast,
+                               color_shift=color_shift, color_jitter=color_jitter)
         self.scenes = self._resolve_scenes(scenes)
         self.cache_size = max(int(cache_size), 1)
         self._cache: OrderedDict[str, Scene] = OrderedDict()

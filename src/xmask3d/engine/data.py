@@ -75,7 +75,8 @@ def view_dataset(cfg: XMask3DConfig, layout: ProcessedLayout, *, split: str, mod
         rel_thresh=d.rel_thresh, border=d.border, min_visible=d.min_visible,
         max_visible=max_visible, min_valid=d.min_valid, max_retries=d.max_retries,
         loop=d.loop, augment=d.augment, rotate_z=d.rotate_z, rotate_xy=d.rotate_xy,
-        scale=(d.scale_min, d.scale_max), jitter=d.jitter, binary_mode=d.binary_mode,
+        scale=(d.scale_min, d.scale_max), jitter=d.jitter, color_contrast=d.color_contrast,
+        color_shift=d.color_shift, color_jitter=d.color_jitter, binary_mode=d.binary_mode,
         seed=cfg.train.seed, scenes=scenes)
 
 
