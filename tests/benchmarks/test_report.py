@@ -1,0 +1,64 @@
+"""The RESULTS.md renderer: verdicts and tables computed from hand-made results."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.report import ablation_findings, render
+
+
+def _run(seed: int, h: float, b: float = 50.0, n: float = 20.0) -> dict:
+    p = {"hIoU": h, "mIoU_base": b, "mIoU_novel": n}
+    return {"seed": seed, "config": "c", "overrides": [], "train_s": 10.0,
+            "predictions": {"fused": p, "3d": p, "2d": p}}
+
+
+def test_ablation_findings_verdicts():
+    abl = {"full (3D condition, regularisation, fusion)": [_run(0, 10.0), _run(1, 12.0)],
+           "condition: none": [_run(0, 5.0), _run(1, 6.0)],
+           "no 3D-2D fusion": [_run(0, 11.0), _run(1, 11.5)],
+           "condition: text (caption)": [_run(0, 20.0), _run(1, 21.0)],
+           "no mask-level 2D-to-3D regularisation": [_run(0, 3.0)]}
+    lines = ablation_findings(abl)
+    assert len(lines) == 4
+    assert "no condition: holds; hIoU 11.0 (full) vs 5.5" in lines[0]
+    assert "spread 1.0" in lines[0]
+    assert "not resolved" in lines[1]
+    assert "does not hold" in lines[2]
+    assert "cannot be judged" in lines[3]
+
+
+def _speed(fwd: float, seg100: float) -> dict:
+    t = {"median_s": fwd, "min_s": fwd, "repeats": 3}
+    return {"tiny_view": {"visible_points": 30000, "voxels": 9000, "image_hw": [120, 160],
+                          "cpu_threads": 2, "backend": "torch", "forward": t,
+                          "forward_backward": {"median_s": 2.0, "min_s": 1.9, "repeats": 3},
+                          "peak_rss_mb": 1000.0},
+            "backends": {"torch": {"median_s": 0.05, "min_s": 0.04},
+                         "spconv": {"median_s": 0.06, "min_s": 0.05},
+                         "flops": {"gflop": 1.0, "pairs": 1000, "note": "n",
+                                   "achieved_gflops_torch": 25.0, "matmul_gflops": 100.0,
+                                   "fraction_of_matmul_ceiling": 0.25}},
+            "segment_curve": [
+                {"points": 100_000, "mode": "views", "views": 20, "wall_s": seg100,
+                 "peak_rss_mb": 900.0},
+                {"points": 100_000, "mode": "3d-only", "views": None, "wall_s": 5.0,
+                 "peak_rss_mb": 5000.0}]}
+
+
+def test_speed_section_targets_and_plot(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.json").write_text(json.dumps({"speed": _speed(0.5, 12.0)}))
+    render(docs / "results.json", docs / "RESULTS.md")
+    text = (docs / "RESULTS.md").read_text()
+    assert "| forward | 0.50 | 0.50 | ≤ 1 s: **met** |" in text
+    assert "**25.0 %**" in text
+    assert "in ≤ 30 s: **met** (12.0 s)" in text
+    assert "≤ 4 GB: **missed** (largest 5000 MiB)" in text
+    assert "| 100,000 | 20 | 12.0 | 900 | - | - | 5.0 | 5000 |" in text
+    assert (docs / "img" / "segment_cost_curve.png").stat().st_size > 1000
+    (docs / "results.json").write_text(json.dumps({"speed": _speed(1.5, 31.0)}))
+    render(docs / "results.json", docs / "RESULTS.md")
+    text = (docs / "RESULTS.md").read_text()
+    assert "≤ 1 s: **missed**" in text and "in ≤ 30 s: **missed** (31.0 s)" in text
