@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS))
     p.add_argument("--seeds", type=int, nargs="*", default=None,
                    help="training seeds of the quality runs (default 0 1)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="quality runs (seeds) trained in parallel, sharing the CPU threads")
     p.add_argument("--quick", action="store_true", help="tiny protocol into --runs (for tests)")
     a = p.parse_args(argv)
     out, runs = Path(a.out), Path(a.runs)
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if "quality" in a.only or "ablations" in a.only:
         run_quality(out, results, proto=proto,
                     splits=a.splits if "quality" in a.only else ["B15/N4"],
-                    ablations=a.ablations if "ablations" in a.only else [], runs_dir=runs)
+                    ablations=a.ablations if "ablations" in a.only else [], runs_dir=runs,
+                    jobs=a.jobs)
     if "real" in a.only and not a.quick:
         from benchmarks.real import run_real
 

@@ -9,6 +9,9 @@ predictions. Each run trains and evaluates through ``xmask3d.cli.main``.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,8 +86,10 @@ def train_and_eval(config: str, overrides: list[str], *, data: Path, out: Path, 
     summary = json.loads((out / "run_summary.json").read_text())
     preds = {k: {m: v[m] for m in ("hIoU", "mIoU_base", "mIoU_novel")}
              for k, v in metrics["predictions"].items()}
+    import torch
+
     return {"config": config, "overrides": overrides, "seed": seed, "steps": proto.steps,
-            "train_s": round(train_s, 1), "views_per_s": summary.get("views_per_s"),
+            "threads": torch.get_num_threads(), "train_s": round(train_s, 1), "views_per_s": summary.get("views_per_s"),
             "eval_s_per_scene": metrics.get("seconds_per_scene"), "predictions": preds}
 
 
@@ -93,18 +98,50 @@ def _protocol_key(proto: Protocol) -> dict:
             "steps": proto.steps, "batch_size": 4, "extra": list(proto.extra)}
 
 
+def _child_job(config: str, overrides: list[str], *, data: Path, out: Path, seed: int,
+               proto: Protocol, threads: int) -> subprocess.Popen:
+    """Start ``train_and_eval`` in a child process with ``threads`` CPU threads."""
+    job = {"config": config, "overrides": overrides, "data": str(data), "out": str(out),
+           "seed": seed, "proto": {"scenes": proto.scenes, "views": proto.views,
+                                   "data_seed": proto.data_seed, "steps": proto.steps,
+                                   "seeds": list(proto.seeds), "extra": list(proto.extra)}}
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log = open(out.parent / f"{out.name}.log", "w")  # noqa: SIM115 (closed with the process)
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.quality", json.dumps(job)],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
 def _runs(config: str, overrides: list[str], *, name: str, data: Path, proto: Protocol,
-          runs_dir: Path, previous: list[dict]) -> list[dict]:
-    """One run per seed; a seed already measured under the same protocol is kept, not re-run."""
+          runs_dir: Path, previous: list[dict], jobs: int = 1) -> list[dict]:
+    """One run per seed; a seed already measured under the same protocol is kept, not re-run.
+
+    With ``jobs > 1`` the seeds run in parallel child processes that share the CPU threads
+    (``OMP_NUM_THREADS = cpu_count // jobs`` each)."""
     done = {r["seed"]: r for r in previous
             if r.get("config") == config and r.get("overrides") == overrides}
-    return [done[s] if s in done else
-            train_and_eval(config, overrides, data=data, seed=s, proto=proto,
-                           out=runs_dir / f"{name}_s{s}") for s in proto.seeds]
+    todo = [s for s in proto.seeds if s not in done]
+    if jobs <= 1:
+        for s in todo:
+            done[s] = train_and_eval(config, overrides, data=data, seed=s, proto=proto,
+                                     out=runs_dir / f"{name}_s{s}")
+        return [done[s] for s in proto.seeds]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    for i in range(0, len(todo), jobs):
+        batch = todo[i:i + jobs]
+        procs = {s: _child_job(config, overrides, data=data, out=runs_dir / f"{name}_s{s}",
+                               seed=s, proto=proto, threads=threads) for s in batch}
+        for s, proc in procs.items():
+            if proc.wait() != 0:
+                raise RuntimeError(f"benchmark run {name} seed {s} failed; see "
+                                   f"{runs_dir / f'{name}_s{s}.log'}")
+            res = json.loads((runs_dir / f"{name}_s{s}" / "result.json").read_text())
+            done[s] = {**res, "parallel_jobs": len(batch)}
+    return [done[s] for s in proto.seeds]
 
 
 def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
-                ablations: list[str], runs_dir: Path) -> dict:
+                ablations: list[str], runs_dir: Path, jobs: int = 1) -> dict:
     """Train and evaluate the requested splits and ablations; results are merged into the
     ``quality`` section of ``results`` after every row (rows of other splits and ablations
     measured under the same protocol are kept, and so are their finished seeds)."""
@@ -118,7 +155,7 @@ def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
     for name in splits:
         section["splits"][name] = _runs(SPLIT_CONFIGS[name], [], name=f"split_"
                                         f"{name.replace('/', '')}", data=data, proto=proto,
-                                        runs_dir=runs_dir,
+                                        runs_dir=runs_dir, jobs=jobs,
                                         previous=section["splits"].get(name, []))
         merge_results(results, "quality", section)
     for name in ablations:
@@ -128,7 +165,7 @@ def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
         slug = "".join(c for c in name if c.isalnum())[:40]
         section["ablations"][name] = _runs(SPLIT_CONFIGS["B15/N4"], ABLATIONS[name],
                                            name=f"abl_{slug}", data=data, proto=proto,
-                                           runs_dir=runs_dir,
+                                           runs_dir=runs_dir, jobs=jobs,
                                            previous=section["ablations"].get(name, []))
         merge_results(results, "quality", section)
     seeds = sorted({r["seed"] for rows in [*section["splits"].values(),
@@ -136,3 +173,23 @@ def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
     section["protocol"]["seeds"] = seeds
     merge_results(results, "quality", section)
     return section
+
+
+def _main(argv: list[str]) -> int:
+    """Child entry point: ``python -m benchmarks.quality JOB_JSON`` runs one seed and writes
+    ``<out>/result.json`` (atomically)."""
+    from xmask3d.data.processed import atomic_write
+
+    job = json.loads(argv[0])
+    p = job["proto"]
+    proto = Protocol(scenes=p["scenes"], views=p["views"], data_seed=p["data_seed"],
+                     steps=p["steps"], seeds=tuple(p["seeds"]), extra=list(p["extra"]))
+    out = Path(job["out"])
+    res = train_and_eval(job["config"], job["overrides"], data=Path(job["data"]), out=out,
+                         seed=job["seed"], proto=proto)
+    atomic_write(out / "result.json", lambda t: Path(t).write_text(json.dumps(res, indent=1)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -25,6 +25,14 @@ def _cell(runs: list[dict], kind: str, metric: str) -> str:
     return f"{m:.1f} ± {s:.1f}" if len(runs) > 1 else f"{m:.1f}"
 
 
+def _train_time(runs: list[dict]) -> str:
+    """Mean training seconds; runs trained two at a time on the shared cores are marked."""
+    t = statistics.mean(r["train_s"] for r in runs)
+    par = max(r.get("parallel_jobs", 1) for r in runs)
+    thr = min(r.get("threads", 2) for r in runs)
+    return f"{t:.0f}" if par == 1 else f"{t:.0f} ({par} runs in parallel, {thr} thread each)"
+
+
 def quality_tables(q: dict) -> list[str]:
     p = q["protocol"]
     lines = ["## Quality on the fixed synthetic benchmark", "",
@@ -37,10 +45,9 @@ def quality_tables(q: dict) -> list[str]:
              "|---|---|---|---|---|---|"]
     for split, runs in q.get("splits", {}).items():
         for kind in ("fused", "3d", "2d"):
-            t = statistics.mean(r["train_s"] for r in runs)
             lines.append(f"| {split} | {kind} | {_cell(runs, kind, 'hIoU')} | "
                          f"{_cell(runs, kind, 'mIoU_base')} | {_cell(runs, kind, 'mIoU_novel')} | "
-                         f"{t:.0f} |")
+                         f"{_train_time(runs)} |")
     if "B15/N4" in q.get("splits", {}):
         runs = q["splits"]["B15/N4"]
         b, _ = _stat(runs, "fused", "mIoU_base")
@@ -205,11 +212,34 @@ def real_tables(r: dict) -> list[str]:
     return lines
 
 
+def how_to_run(data: dict) -> list[str]:
+    """The commands that regenerate each section, and the training time the file holds."""
+    q = data.get("quality", {})
+    seen, total = set(), 0.0
+    for rows in [*q.get("splits", {}).values(), *q.get("ablations", {}).values()]:
+        for r in rows:
+            key = (r.get("config"), tuple(r.get("overrides", [])), r.get("seed"))
+            if key not in seen:
+                seen.add(key)
+                total += r.get("train_s", 0.0)
+    lines = ["Regenerate: `make bench` (every section), or one section at a time: "
+             "`python -m benchmarks --only quality --jobs 2` (three splits x seeds; `--jobs 2` "
+             "trains two seeds at once, one thread each), `--only ablations --jobs 2`, "
+             "`--only real` (needs ../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
+             "Finished runs of the same protocol are kept in results.json and not re-run; delete "
+             "the file to start over."]
+    if seen:
+        lines[0] += (f" The {len(seen)} training runs in this file took {total / 3600:.1f} h of "
+                     "training in total on the 2-core machine (evaluation adds about 15 s per run).")
+    return lines
+
+
 def render(results: Path, out: Path, extra_sections: list[str] | None = None) -> None:
     data = json.loads(results.read_text()) if results.is_file() else {}
     lines = ["# Results", "",
              "Every number here is read from `docs/results.json`, written by `make bench` "
-             "(`python -m benchmarks`). Numbers not yet measured are absent, not estimated.", ""]
+             "(`python -m benchmarks`). Numbers not yet measured are absent, not estimated.", "",
+             *how_to_run(data), ""]
     if "quality" in data:
         lines += quality_tables(data["quality"]) + [""]
     if "real_scan" in data:

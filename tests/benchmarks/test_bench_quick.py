@@ -15,12 +15,14 @@ def test_quick_benchmark_writes_results_and_report(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path / "docs"),
            "--runs", str(tmp_path / "runs"), "--only", "quality", "ablations", "--splits", "B15/N4",
-           "--ablations", "no 3D-2D fusion"]
+           "--ablations", "no 3D-2D fusion", "--seeds", "0", "1", "--jobs", "2"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "docs" / "results.json").read_text())
     q = results["quality"]
     assert q["protocol"]["steps"] == 2
+    assert [r["seed"] for r in q["splits"]["B15/N4"]] == [0, 1]
+    assert all(r["parallel_jobs"] == 2 and r["threads"] == 1 for r in q["splits"]["B15/N4"])
     run = q["splits"]["B15/N4"][0]
     for kind in ("fused", "3d", "2d"):
         vals = run["predictions"][kind]

@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     from xmask3d.engine.checkpoint import load_model_state
     from xmask3d.engine.data import category_split, eval_shard, eval_vocabulary, open_layout
     from xmask3d.engine.evaluator import evaluate_views
+    from xmask3d.engine.trainer import caption_encoder
     from xmask3d.models.build import build_model, build_text
 
     cfg, ckpt = resolve_config(args.ckpt, args.config, args.overrides)
@@ -134,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
             model, dataset, split, class_embeds=text.class_embeddings(names),
             fusion_cfg=cfg.fusion, use_clip=cfg.eval.clip_ensemble,
             batch_size=cfg.eval.batch_size, max_views=cfg.eval.max_views, device=info.device,
-            amp=cfg.train.amp, workers=cfg.data.workers, progress=not args.no_progress)
+            amp=cfg.train.amp, workers=cfg.data.workers, progress=not args.no_progress,
+            caption_encoder=caption_encoder(cfg, text, info.device))
         if info.is_main:
             out_dir = Path(args.out or cfg.eval.out_dir or Path(args.ckpt).parent
                            / f"eval_{folder}")

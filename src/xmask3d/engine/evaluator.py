@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -177,7 +178,8 @@ def evaluate_views(model: nn.Module, dataset: ViewDataset | None, split: Categor
                    class_embeds: Tensor, fusion_cfg: FusionCfg, use_clip: bool = True,
                    batch_size: int = 4, max_views: int = 0, device: torch.device | None = None,
                    amp: bool = False, workers: int = 0, progress: bool = True,
-                   keep_predictions: bool = False) -> EvalResult:
+                   keep_predictions: bool = False,
+                   caption_encoder: Callable[[list[str]], Tensor] | None = None) -> EvalResult:
     """Evaluate this rank's scenes, then sum the confusion matrices over ranks.
 
     Args:
@@ -194,6 +196,8 @@ def evaluate_views(model: nn.Module, dataset: ViewDataset | None, split: Categor
         workers: DataLoader workers.
         progress: show a per-scene progress bar (rank 0).
         keep_predictions: return every scene's (N,) per-point labels (full class space).
+        caption_encoder: views' captions -> (B, E) embeddings, for a model conditioned on text
+            (the caption ablation); ``None`` for every other model.
     """
     start = time.perf_counter()
     device = device or next(model.parameters()).device
@@ -216,8 +220,9 @@ def evaluate_views(model: nn.Module, dataset: ViewDataset | None, split: Categor
                    disable=not (progress and D.is_main_process()))
         for batch in loader:
             dev_batch = batch.to(device)
+            caps = None if caption_encoder is None else caption_encoder(batch.captions)
             with autocast:
-                out = model(dev_batch, embeds, is_novel_class=is_novel)
+                out = model(dev_batch, embeds, is_novel_class=is_novel, caption_embeds=caps)
             preds = view_point_predictions(out, dev_batch, is_novel_class=is_novel,
                                            fusion_cfg=fusion_cfg, use_clip=use_clip)
             bar.update(len(_vote_batch(state, batch, preds, dataset)))

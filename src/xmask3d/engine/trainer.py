@@ -145,6 +145,14 @@ def total_steps(cfg: XMask3DConfig, steps_per_epoch: int) -> int:
     return cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * steps_per_epoch
 
 
+def caption_encoder(cfg, text: TextClassifier, device: torch.device):
+    """Captions -> embeddings for evaluating a model whose diffusion UNet is conditioned on text
+    (``mask2d.condition == "text"``); ``None`` for every other model."""
+    if cfg.mask2d.condition != "text":
+        return None
+    return lambda captions: caption_embeddings(text, captions, device)
+
+
 def caption_embeddings(text: TextClassifier, captions: list[str],
                        device: torch.device) -> Tensor:
     """(B, E) caption embeddings with zero rows for views without a caption.
@@ -320,7 +328,8 @@ def evaluate_selection(run: TrainRun) -> EvalResult | None:
             class_embeds=run.text.class_embeddings(names), fusion_cfg=cfg.fusion,
             use_clip=cfg.eval.clip_ensemble, batch_size=cfg.eval.batch_size,
             max_views=cfg.eval.max_views, device=run.info.device, amp=cfg.train.amp,
-            workers=cfg.data.workers, progress=False)
+            workers=cfg.data.workers, progress=False,
+            caption_encoder=caption_encoder(cfg, run.text, run.info.device))
     run.net.train()
     values = {}
     for kind, m in result.metrics.items():
