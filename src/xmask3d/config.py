@@ -102,6 +102,7 @@ class Mask2DCfg:
     decoder_ffn: int = 2048
     decoder_layers: int = 9
     num_queries: int = 50
+    logit_scale_init: float = 2.659260036932778  # log of the initial cosine temperature (1/0.07)
 
 
 @dataclass

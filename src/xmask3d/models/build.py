@@ -100,7 +100,8 @@ def build_mask_generator(cfg: XMask3DConfig, text_dim: int) -> MaskGenerator2D:
     decoder = MaskedAttentionDecoder(
         m.hidden_dim, m.decoder_heads, m.decoder_ffn, m.decoder_layers, m.num_queries,
         m.mask_dim, n_levels=pixel.num_multiscale, in_channels=m.conv_dim)
-    embed = PooledMaskEmbed(m.hidden_dim, m.mask_dim, text_dim)
+    embed = PooledMaskEmbed(m.hidden_dim, m.mask_dim, text_dim,
+                            logit_scale_init=m.logit_scale_init)
     return MaskGenerator2D(diffusion=diffusion, tap_projection=proj, pixel_decoder=pixel,
                            mask_decoder=decoder, mask_embed=embed)
 
