@@ -112,39 +112,55 @@ def _child_job(config: str, overrides: list[str], *, data: Path, out: Path, seed
                             stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-def _runs(config: str, overrides: list[str], *, name: str, data: Path, proto: Protocol,
-          runs_dir: Path, previous: list[dict], jobs: int = 1) -> list[dict]:
-    """One run per seed; a seed already measured under the same protocol is kept, not re-run.
+@dataclass
+class _Task:
+    kind: str            # "splits" or "ablations"
+    name: str            # row name
+    config: str
+    overrides: list[str]
+    slug: str            # run folder prefix
+    seed: int
 
-    With ``jobs > 1`` the seeds run in parallel child processes that share the CPU threads
-    (``OMP_NUM_THREADS = cpu_count // jobs`` each)."""
-    done = {r["seed"]: r for r in previous
-            if r.get("config") == config and r.get("overrides") == overrides}
-    todo = [s for s in proto.seeds if s not in done]
+
+def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jobs: int,
+          on_result) -> None:
+    """Run every task; ``jobs > 1`` keeps that many child processes busy, each with
+    ``cpu_count // jobs`` threads. ``on_result(task, result)`` is called as each finishes."""
     if jobs <= 1:
-        for s in todo:
-            done[s] = train_and_eval(config, overrides, data=data, seed=s, proto=proto,
-                                     out=runs_dir / f"{name}_s{s}")
-        return [done[s] for s in proto.seeds]
+        for t in tasks:
+            on_result(t, train_and_eval(t.config, t.overrides, data=data, seed=t.seed,
+                                        proto=proto, out=runs_dir / f"{t.slug}_s{t.seed}"))
+        return
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    for i in range(0, len(todo), jobs):
-        batch = todo[i:i + jobs]
-        procs = {s: _child_job(config, overrides, data=data, out=runs_dir / f"{name}_s{s}",
-                               seed=s, proto=proto, threads=threads) for s in batch}
-        for s, proc in procs.items():
-            if proc.wait() != 0:
-                raise RuntimeError(f"benchmark run {name} seed {s} failed; see "
-                                   f"{runs_dir / f'{name}_s{s}.log'}")
-            res = json.loads((runs_dir / f"{name}_s{s}" / "result.json").read_text())
-            done[s] = {**res, "parallel_jobs": len(batch)}
-    return [done[s] for s in proto.seeds]
+    queue, running = list(tasks), {}
+    while queue or running:
+        while queue and len(running) < jobs:
+            t = queue.pop(0)
+            running[t.slug, t.seed] = (t, _child_job(
+                t.config, t.overrides, data=data, out=runs_dir / f"{t.slug}_s{t.seed}",
+                seed=t.seed, proto=proto, threads=threads))
+        time.sleep(2)
+        for key, (t, proc) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[key]
+            out = runs_dir / f"{t.slug}_s{t.seed}"
+            if proc.returncode != 0:
+                for _, other in running.values():
+                    other.terminate()
+                raise RuntimeError(f"benchmark run {t.name} seed {t.seed} failed; see "
+                                   f"{out.parent / (out.name + '.log')}")
+            res = json.loads((out / "result.json").read_text())
+            on_result(t, {**res, "parallel_jobs": jobs})
 
 
 def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
                 ablations: list[str], runs_dir: Path, jobs: int = 1) -> dict:
     """Train and evaluate the requested splits and ablations; results are merged into the
-    ``quality`` section of ``results`` after every row (rows of other splits and ablations
-    measured under the same protocol are kept, and so are their finished seeds)."""
+    ``quality`` section of ``results`` after every run (rows of other splits and ablations
+    measured under the same protocol are kept, and so are their finished seeds, which are not
+    re-run). Runs are ordered seed-major, so every row gets its first seed before any gets its
+    second."""
     data = ensure_data(runs_dir / "bench_data", proto)
     old = json.loads(results.read_text()).get("quality", {}) if results.is_file() else {}
     same = {k: v for k, v in old.get("protocol", {}).items() if k != "seeds"} == \
@@ -152,26 +168,34 @@ def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
     section: dict = {"protocol": {**_protocol_key(proto), "seeds": list(proto.seeds)},
                      "splits": dict(old.get("splits", {})) if same else {},
                      "ablations": dict(old.get("ablations", {})) if same else {}}
-    for name in splits:
-        section["splits"][name] = _runs(SPLIT_CONFIGS[name], [], name=f"split_"
-                                        f"{name.replace('/', '')}", data=data, proto=proto,
-                                        runs_dir=runs_dir, jobs=jobs,
-                                        previous=section["splits"].get(name, []))
+    rows = [("splits", n, SPLIT_CONFIGS[n], [], f"split_{n.replace('/', '')}") for n in splits]
+    rows += [("ablations", n, SPLIT_CONFIGS["B15/N4"], ABLATIONS[n],
+              "abl_" + "".join(c for c in n if c.isalnum())[:40])
+             for n in ablations if not n.startswith("full")]
+    done: dict[tuple[str, str], dict[int, dict]] = {}
+    for kind, name, config, overrides, _ in rows:
+        done[kind, name] = {r["seed"]: r for r in section[kind].get(name, [])
+                            if r.get("config") == config and r.get("overrides") == overrides}
+    tasks = [_Task(kind, name, config, overrides, slug, seed) for seed in proto.seeds
+             for kind, name, config, overrides, slug in rows if seed not in done[kind, name]]
+
+    def store(task: _Task | None = None, result: dict | None = None) -> None:
+        if task is not None:
+            done[task.kind, task.name][task.seed] = result
+        for kind, name, *_ in rows:
+            got = done[kind, name]
+            if got:
+                section[kind][name] = [got[s] for s in sorted(got)]
+        full = [n for n in ablations if n.startswith("full")]
+        if full and "B15/N4" in section["splits"]:
+            section["ablations"][full[0]] = section["splits"]["B15/N4"]
+        seeds = sorted({r["seed"] for rs in [*section["splits"].values(),
+                                             *section["ablations"].values()] for r in rs})
+        section["protocol"]["seeds"] = seeds or list(proto.seeds)
         merge_results(results, "quality", section)
-    for name in ablations:
-        if name.startswith("full") and "B15/N4" in section["splits"]:
-            section["ablations"][name] = section["splits"]["B15/N4"]
-            continue
-        slug = "".join(c for c in name if c.isalnum())[:40]
-        section["ablations"][name] = _runs(SPLIT_CONFIGS["B15/N4"], ABLATIONS[name],
-                                           name=f"abl_{slug}", data=data, proto=proto,
-                                           runs_dir=runs_dir, jobs=jobs,
-                                           previous=section["ablations"].get(name, []))
-        merge_results(results, "quality", section)
-    seeds = sorted({r["seed"] for rows in [*section["splits"].values(),
-                                           *section["ablations"].values()] for r in rows})
-    section["protocol"]["seeds"] = seeds
-    merge_results(results, "quality", section)
+
+    store()
+    _pool(tasks, data=data, proto=proto, runs_dir=runs_dir, jobs=jobs, on_result=store)
     return section
 
 

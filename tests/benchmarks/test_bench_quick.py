@@ -31,3 +31,10 @@ def test_quick_benchmark_writes_results_and_report(tmp_path):
     assert list(q["ablations"]) == ["no 3D-2D fusion"]
     report = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "B15/N4" in report and "no 3D-2D fusion" in report and "2 optimiser steps" in report
+    # a second invocation keeps the finished runs instead of training them again
+    stamp = (tmp_path / "runs" / "split_B15N4_s1" / "last.pt").stat().st_mtime_ns
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "runs" / "split_B15N4_s1" / "last.pt").stat().st_mtime_ns == stamp
+    again = json.loads((tmp_path / "docs" / "results.json").read_text())["quality"]
+    assert again["splits"] == q["splits"] and again["ablations"] == q["ablations"]

@@ -164,3 +164,17 @@ def test_evaluation_mode_gating_and_predictions(micro_cfg, batch_factory):
             assert torch.all(is_novel[pred[base_pt]] == False)     # noqa: E712
             assert torch.all(is_novel[pred[~base_pt]])
     assert not math.isnan(out.logit_scale.item())
+
+
+@pytest.mark.parametrize("init", [math.log(1 / 0.07), 3.0])
+def test_logit_scale_init_is_configurable_and_shared(init, micro_overrides, batch_factory):
+    cfg = load_config("tiny/scannet_b15n4", [*micro_overrides, f"mask2d.logit_scale_init={init}"])
+    torch.manual_seed(0)
+    model = build_model(cfg, text_dim=16).eval()
+    assert model.mask_generator.mask_embed.logit_scale().item() == pytest.approx(math.exp(init))
+    batch = batch_factory(cfg, batch_size=1)
+    ce = torch.nn.functional.normalize(torch.randn(len(batch.class_names), 16), dim=1)
+    with torch.no_grad():
+        out = model(batch, ce)
+    cos = torch.nn.functional.normalize(out.point_feats_3d, dim=1) @ ce.t()
+    torch.testing.assert_close(out.point_logits_3d, math.exp(init) * cos)
