@@ -43,7 +43,10 @@ def quality_tables(q: dict) -> list[str]:
              "scene, votes, nearest-point fill. Cells: mean ± half-range over seeds (percent).", "",
              "| split | prediction | hIoU | mIoU base | mIoU novel | train s/run |",
              "|---|---|---|---|---|---|"]
-    for split, runs in q.get("splits", {}).items():
+    order = ["B15/N4", "B12/N7", "B10/N9"]
+    splits = sorted(q.get("splits", {}).items(),
+                    key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+    for split, runs in splits:
         for kind in ("fused", "3d", "2d"):
             lines.append(f"| {split} | {kind} | {_cell(runs, kind, 'hIoU')} | "
                          f"{_cell(runs, kind, 'mIoU_base')} | {_cell(runs, kind, 'mIoU_novel')} | "
