@@ -67,7 +67,12 @@ def quality_tables(q: dict) -> list[str]:
                   "Layout of the paper's ablation tables (method.md §6); same protocol as above.",
                   "", "| variant | seeds | hIoU | mIoU base | mIoU novel |",
                   "|---|---|---|---|---|"]
-        for name, runs in q["ablations"].items():
+        from benchmarks.quality import ABLATIONS
+
+        names = list(ABLATIONS)
+        rows = sorted(q["ablations"].items(),
+                      key=lambda kv: names.index(kv[0]) if kv[0] in names else len(names))
+        for name, runs in rows:
             lines.append(f"| {name} | {len(runs)} | {_cell(runs, 'fused', 'hIoU')} | "
                          f"{_cell(runs, 'fused', 'mIoU_base')} | "
                          f"{_cell(runs, 'fused', 'mIoU_novel')} |")
