@@ -101,8 +101,9 @@ def ablation_findings(abl: dict) -> list[str]:
         return []
     fm, fs = _stat(full, "fused", "hIoU")
     out = []
-    for name, runs in abl.items():
-        if name.startswith("full") or name not in PAPER_FINDINGS:
+    for name in PAPER_FINDINGS:
+        runs = abl.get(name)
+        if not runs:
             continue
         m, sp = _stat(runs, "fused", "hIoU")
         spread = max(fs, sp)
