@@ -101,6 +101,9 @@ def ablation_findings(abl: dict) -> list[str]:
         return []
     fm, fs = _stat(full, "fused", "hIoU")
     out = []
+    if len(full) > 1:
+        out.append(f"For scale: the full model's {len(full)} seeds span {2 * fs:.1f} hIoU points "
+                   "(a variant must differ by more than the larger half-range to count).")
     for name in PAPER_FINDINGS:
         runs = abl.get(name)
         if not runs:

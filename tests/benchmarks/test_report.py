@@ -19,7 +19,8 @@ def test_ablation_findings_verdicts():
            "no 3D-2D fusion": [_run(0, 11.0), _run(1, 11.5)],
            "condition: text (caption)": [_run(0, 20.0), _run(1, 21.0)],
            "no mask-level 2D-to-3D regularisation": [_run(0, 3.0)]}
-    lines = ablation_findings(abl)
+    scale, *lines = ablation_findings(abl)
+    assert "span 2.0 hIoU points" in scale
     assert len(lines) == 4
     assert "no condition: holds; hIoU 11.0 (full) vs 5.5" in lines[0]
     assert "spread 1.0" in lines[0]
