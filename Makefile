@@ -28,7 +28,7 @@ demo: install
 	$(VENV)/bin/xmask3d demo --out runs/demo
 
 bench: install
-	$(PY) -m benchmarks --out docs
+	$(PY) -m benchmarks --out docs --jobs 2
 
 checkpoint: install
 	$(VENV)/bin/xmask3d demo --out runs/checkpoint --scenes 60 --views 10 --steps 900 \
