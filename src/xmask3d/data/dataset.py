@@ -73,7 +73,7 @@ class ViewSample:
 def make_view_sample(scene: Scene, view: View, pmap: PointPixelMap, *, voxel_size: float,
                      labels: np.ndarray | None = None, binary_labels: np.ndarray | None = None,
                      labels_2d: np.ndarray | None = None, class_names: tuple[str, ...] = (),
-                     augment: dict | None = None,
+                     augment: dict | None = None, color_augment: dict | None = None,
                      rng: np.random.Generator | None = None) -> ViewSample:
     """Build the sample of one view: its visible points, their voxels, pixels and the image.
 
@@ -85,21 +85,17 @@ def make_view_sample(scene: Scene, view: View, pmap: PointPixelMap, *, voxel_siz
         labels, binary_labels: (n,) per visible point; all-ignore / all-excluded when ``None``.
         labels_2d: (H, W) pixel labels or ``None``.
         class_names: the vocabulary the labels index.
-        augment: keyword arguments of :func:`augment_points`, plus optional ``color_contrast``,
-            ``color_shift`` and ``color_jitter`` for :func:`augment_colors` (training only), or
-            ``None``.
+        augment: keyword arguments of :func:`augment_points` (training only), or ``None``.
+        color_augment: keyword arguments of :func:`augment_colors` (training only), or ``None``;
+            drawn after the geometric augmentation.
         rng: the generator used by the augmentation.
     """
     idx = pmap.point_idx
     points = scene.points[idx].astype(np.float32)
     colors = (scene.colors[idx].astype(np.float32) / 127.5 - 1.0).astype(np.float32)
-    grid_points = points
-    if augment is not None:
-        geo = {k: v for k, v in augment.items() if not k.startswith("color_")}
-        grid_points = augment_points(points, rng, **geo)
-        colors = augment_colors(colors, rng, contrast=augment.get("color_contrast", 0.0),
-                                shift=augment.get("color_shift", 0.0),
-                                jitter=augment.get("color_jitter", 0.0))
+    grid_points = points if augment is None else augment_points(points, rng, **augment)
+    if color_augment is not None:
+        colors = augment_colors(colors, rng, **color_augment)
     coords, point2voxel, first = voxelize(grid_points, voxel_size)
     n = len(idx)
     return ViewSample(
@@ -199,8 +195,8 @@ class ViewDataset(Dataset):
                  rotate_z: float = np.pi, rotate_xy: float = np.pi / 64,
                  scale: tuple[float, float] = (0.9, 1.1), jitter: float = 0.0,
                  color_contrast: float = 0.0, color_shift: float = 0.0,
-                 color_jitter: float = 0.0, binary_mode: str = "ours", seed: int = 0, scenes: list[str] | None = None,
-                 cache_size: int = 4) -> None:
+                 color_jitter: float = 0.0, binary_mode: str = "ours", seed: int = 0,
+                 scenes: list[str] | None = None, cache_size: int = 4) -> None:
         self.label_table, self.binary_table = label_tables(category_split, mode, binary_mode)
         if len(image_hw) != 2 or min(image_hw) <= 0:
             raise DataError(None, f"image_hw must be two positive ints, got {image_hw}")
@@ -223,8 +219,8 @@ class ViewDataset(Dataset):
                         "deterministic)")
         self.augment = augment and mode == "train"
         self.aug_params = dict(rotate_z=rotate_z, rotate_xy=rotate_xy, scale=tuple(scale),
-                               jitter=jitter, color_contrast=color_contrast,
-                               color_shift=color_shift, color_jitter=color_jitter)
+                               jitter=jitter)
+        self.color_params = dict(contrast=color_contrast, shift=color_shift, jitter=color_jitter)
         self.scenes = self._resolve_scenes(scenes)
         self.cache_size = max(int(cache_size), 1)
         self._cache: OrderedDict[str, Scene] = OrderedDict()
@@ -322,11 +318,13 @@ class ViewDataset(Dataset):
         if view.label is not None:
             labels_2d = self.label_table[_full_space(view.label, self.category_split.num_classes)]
         full = scene.labels[pmap.point_idx]
+        augment = self.augment and rng is not None
         return make_view_sample(
             scene, view, pmap, voxel_size=self.voxel_size, labels=self.label_table[full],
             binary_labels=self.binary_table[full], labels_2d=labels_2d,
             class_names=self.class_names,
-            augment=self.aug_params if (self.augment and rng is not None) else None, rng=rng)
+            augment=self.aug_params if augment else None,
+            color_augment=self.color_params if augment else None, rng=rng)
 
     # ---- evaluation bookkeeping -------------------------------------------------------------
 
