@@ -1,9 +1,9 @@
 """Segmentation quality on a fixed synthetic benchmark, with the paper's ablations.
 
 Protocol (stated in docs/RESULTS.md): one seeded synthetic dataset, the tiny configuration, a fixed
-CPU training budget in optimiser steps; evaluation on the held-out synthetic scenes with every usable
-view, votes and nearest-point fill; hIoU / mIoU-base / mIoU-novel of the fused, 3D-only and 2D-only
-predictions. Each run trains and evaluates through ``xmask3d.cli.main``.
+CPU training budget in optimiser steps; evaluation on the held-out synthetic scenes with every
+usable view, votes and nearest-point fill; hIoU / mIoU-base / mIoU-novel of the fused, 3D-only and
+2D-only predictions. Each run trains and evaluates through ``xmask3d.cli.main``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import torch
 
 from benchmarks.common import merge_results
 
@@ -86,25 +88,23 @@ def train_and_eval(config: str, overrides: list[str], *, data: Path, out: Path, 
     summary = json.loads((out / "run_summary.json").read_text())
     preds = {k: {m: v[m] for m in ("hIoU", "mIoU_base", "mIoU_novel")}
              for k, v in metrics["predictions"].items()}
-    import torch
-
     return {"config": config, "overrides": overrides, "seed": seed, "steps": proto.steps,
-            "threads": torch.get_num_threads(), "train_s": round(train_s, 1), "views_per_s": summary.get("views_per_s"),
+            "threads": torch.get_num_threads(), "train_s": round(train_s, 1),
+            "views_per_s": summary.get("views_per_s"),
             "eval_s_per_scene": metrics.get("seconds_per_scene"), "predictions": preds}
 
 
 def _protocol_key(proto: Protocol) -> dict:
-    return {"scenes": proto.scenes, "views": proto.views, "data_seed": proto.data_seed,
-            "steps": proto.steps, "batch_size": 4, "extra": list(proto.extra)}
+    """What must match for a stored run to count under ``proto`` (every field but the seeds)."""
+    key = {k: v for k, v in asdict(proto).items() if k != "seeds"}
+    return {**key, "batch_size": 4}
 
 
 def _child_job(config: str, overrides: list[str], *, data: Path, out: Path, seed: int,
                proto: Protocol, threads: int) -> subprocess.Popen:
     """Start ``train_and_eval`` in a child process with ``threads`` CPU threads."""
     job = {"config": config, "overrides": overrides, "data": str(data), "out": str(out),
-           "seed": seed, "proto": {"scenes": proto.scenes, "views": proto.views,
-                                   "data_seed": proto.data_seed, "steps": proto.steps,
-                                   "seeds": list(proto.seeds), "extra": list(proto.extra)}}
+           "seed": seed, "proto": asdict(proto)}
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log = open(out.parent / f"{out.name}.log", "w")  # noqa: SIM115 (closed with the process)
@@ -121,6 +121,9 @@ class _Task:
     slug: str            # run folder prefix
     seed: int
 
+    def out(self, runs_dir: Path) -> Path:
+        return runs_dir / f"{self.slug}_s{self.seed}"
+
 
 def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jobs: int,
           on_result) -> None:
@@ -129,7 +132,7 @@ def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jo
     if jobs <= 1:
         for t in tasks:
             on_result(t, train_and_eval(t.config, t.overrides, data=data, seed=t.seed,
-                                        proto=proto, out=runs_dir / f"{t.slug}_s{t.seed}"))
+                                        proto=proto, out=t.out(runs_dir)))
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     queue, running = list(tasks), {}
@@ -137,14 +140,14 @@ def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jo
         while queue and len(running) < jobs:
             t = queue.pop(0)
             running[t.slug, t.seed] = (t, _child_job(
-                t.config, t.overrides, data=data, out=runs_dir / f"{t.slug}_s{t.seed}",
-                seed=t.seed, proto=proto, threads=threads))
+                t.config, t.overrides, data=data, out=t.out(runs_dir), seed=t.seed,
+                proto=proto, threads=threads))
         time.sleep(2)
         for key, (t, proc) in list(running.items()):
             if proc.poll() is None:
                 continue
             del running[key]
-            out = runs_dir / f"{t.slug}_s{t.seed}"
+            out = t.out(runs_dir)
             if proc.returncode != 0:
                 for _, other in running.values():
                     other.terminate()
@@ -205,9 +208,7 @@ def _main(argv: list[str]) -> int:
     from xmask3d.data.processed import atomic_write
 
     job = json.loads(argv[0])
-    p = job["proto"]
-    proto = Protocol(scenes=p["scenes"], views=p["views"], data_seed=p["data_seed"],
-                     steps=p["steps"], seeds=tuple(p["seeds"]), extra=list(p["extra"]))
+    proto = Protocol(**{**job["proto"], "seeds": tuple(job["proto"]["seeds"])})
     out = Path(job["out"])
     res = train_and_eval(job["config"], job["overrides"], data=Path(job["data"]), out=out,
                          seed=job["seed"], proto=proto)

@@ -6,6 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
+from benchmarks.quality import ABLATIONS
 from xmask3d.data.processed import atomic_write
 
 PAPER_B15N4 = {"XMask3D (paper, ScanNet)": (70.0, 69.8, 70.2)}
@@ -67,8 +68,6 @@ def quality_tables(q: dict) -> list[str]:
                   "Layout of the paper's ablation tables (method.md §6); same protocol as above.",
                   "", "| variant | seeds | hIoU | mIoU base | mIoU novel |",
                   "|---|---|---|---|---|"]
-        from benchmarks.quality import ABLATIONS
-
         names = list(ABLATIONS)
         rows = sorted(q["ablations"].items(),
                       key=lambda kv: names.index(kv[0]) if kv[0] in names else len(names))
@@ -127,7 +126,8 @@ def speed_tables(sp: dict, img_dir: Path | None) -> list[str]:
     lines = ["## Speed and memory (CPU)", ""]
     t = sp.get("tiny_view")
     if t:
-        lines += [f"Tiny model, one view of a synthetic room: {t['visible_points']:,} visible points, "
+        lines += [f"Tiny model, one view of a synthetic room: {t['visible_points']:,} visible "
+                  "points, "
                   f"{t['voxels']:,} voxels, image {t['image_hw'][0]}x{t['image_hw'][1]}, "
                   f"{t['cpu_threads']} CPU threads, backend `{t['backend']}`.", "",
                   "| measure | median s | min s | target |", "|---|---|---|---|",
@@ -146,7 +146,8 @@ def speed_tables(sp: dict, img_dir: Path | None) -> list[str]:
     b = sp.get("backends")
     if b:
         fl = b["flops"]
-        lines += ["### Sparse backends and achieved FLOP/s (tiny 3D UNet, same weights, forward)", "",
+        lines += ["### Sparse backends and achieved FLOP/s (tiny 3D UNet, same weights, "
+                  "forward)", "",
                   "| backend | median s | min s |", "|---|---|---|",
                   f"| pure PyTorch | {b['torch']['median_s']:.3f} | {b['torch']['min_s']:.3f} |",
                   f"| spconv 2.3.8 (CPU) | {b['spconv']['median_s']:.3f} | "
@@ -154,9 +155,11 @@ def speed_tables(sp: dict, img_dir: Path | None) -> list[str]:
                   f"Work of the sparse convolutions: {fl['gflop']:.2f} GFLOP"
                   + (f" over {fl['pairs']:,} input-output pairs" if "pairs" in fl else "")
                   + f" ({fl['note']}). Achieved with the PyTorch backend: "
-                  f"{fl['achieved_gflops_torch']:.1f} GFLOP/s; a plain 2048x2048 matmul on the same "
+                  f"{fl['achieved_gflops_torch']:.1f} GFLOP/s; a plain 2048x2048 matmul on the "
+                  "same "
                   f"threads: {fl['matmul_gflops']:.1f} GFLOP/s; fraction of that ceiling: "
-                  f"**{100 * fl['fraction_of_matmul_ceiling']:.1f} %** (the whole UNet time, BN and "
+                  f"**{100 * fl['fraction_of_matmul_ceiling']:.1f} %** (the whole UNet time, BN "
+                  "and "
                   "neighbour search included, is charged to the convolutions).", ""]
     c = sp.get("segment_curve")
     if c:
@@ -169,12 +172,9 @@ def speed_tables(sp: dict, img_dir: Path | None) -> list[str]:
         for n in sorted({r["points"] for r in c}):
             row = {r["mode"]: r for r in c if r["points"] == n}
             nviews = row.get("views", {}).get("views")
-
-            def cell(mode):
-                r = row.get(mode)
-                return f"{r['wall_s']:.1f} | {r['peak_rss_mb']:.0f}" if r else "- | -"
-            lines.append(f"| {n:,} | {nviews} | {cell('views')} | {cell('virtual')} | "
-                         f"{cell('3d-only')} |")
+            cells = [f"{r['wall_s']:.1f} | {r['peak_rss_mb']:.0f}" if r else "- | -"
+                     for r in (row.get(m) for m in ("views", "virtual", "3d-only"))]
+            lines.append(f"| {n:,} | {nviews} | {' | '.join(cells)} |")
         r100 = next((r for r in c if r["points"] == 100_000 and r["mode"] == "views"), None)
         peak = max(r["peak_rss_mb"] for r in c)
         if r100:
@@ -242,7 +242,8 @@ def how_to_run(data: dict) -> list[str]:
              "the file to start over."]
     if seen:
         lines[0] += (f" The {len(seen)} training runs in this file took {total / 3600:.1f} h of "
-                     "training in total on the 2-core machine (evaluation adds about 15 s per run).")
+                     "training in total on the 2-core machine (evaluation adds about 15 s per "
+                     "run).")
     return lines
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from xmask3d.config import XMask3DConfig
 from xmask3d.data.batch import ViewBatch
 from xmask3d.data.dataset import collate_views, label_tables, make_view_sample

@@ -24,12 +24,22 @@ def micro_overrides() -> list[str]:
     return list(MICRO_OVERRIDES)
 
 
-@pytest.fixture
-def two_threads():
-    """Run a test at 2 torch threads (the spconv CPU race shows up only with several threads)."""
+def _torch_threads(n: int):
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(n)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def two_threads():
+    """Run a test at 2 torch threads (the spconv CPU race shows up only with several threads)."""
+    yield from _torch_threads(2)
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test at 1 torch thread (bitwise-comparable reductions)."""
+    yield from _torch_threads(1)

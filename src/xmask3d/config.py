@@ -45,7 +45,7 @@ class DataCfg:
     scale_max: float = 1.1
     jitter: float = 0.0                   # std of Gaussian point jitter (metres)
     color_contrast: float = 0.0           # colour contrast factor in [1 - c, 1 + c] (augment only)
-    color_shift: float = 0.0              # per-channel colour offset in [-s, s] (colours in [-1, 1])
+    color_shift: float = 0.0              # per-channel colour offset in [-s, s] (colours +-1)
     color_jitter: float = 0.0             # std of per-point Gaussian colour noise
     binary_mode: str = "ours"             # "ours": 1=labelled base, 0=else; "published": -1 ignore
     workers: int = 0                      # DataLoader workers per process

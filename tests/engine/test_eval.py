@@ -52,14 +52,6 @@ def _model_and_data(run_dir):
     return cfg, model, dataset, split, embeds
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_predictions_do_not_depend_on_batch_size(trained_run, one_thread):
     cfg, model, dataset, split, embeds = _model_and_data(trained_run)
     results = [evaluate_views(model, dataset, split, class_embeds=embeds, fusion_cfg=cfg.fusion,
