@@ -18,6 +18,7 @@ from xmask3d.data.labels import (
     scannet200_names,
     scannet200_raw_ids,
 )
+from xmask3d.data.processed import SCANNET_DEFAULT_INTRINSICS_320x240
 from xmask3d.data.scene import IGNORE_LABEL
 from xmask3d.data.synth.camera import camera_path
 from xmask3d.data.synth.captions import make_caption, visible_objects
@@ -26,7 +27,7 @@ from xmask3d.data.synth.primitives import Primitive
 from xmask3d.data.synth.render import render_view, surface_colors
 from xmask3d.data.synth.rooms import build_room
 
-K_320x240 = np.array([[288.935, 0.0, 159.5], [0.0, 288.935, 119.5], [0.0, 0.0, 1.0]])
+K_320x240 = SCANNET_DEFAULT_INTRINSICS_320x240  # the synthetic camera is ScanNet's default
 IMAGE_HW = (240, 320)
 FRAME_STEP = 20  # frames are named 0, 20, 40, ... like the ScanNet 2D exports
 CONTACT_TOL = 0.003  # metres; surface points this close inside another solid are hidden
