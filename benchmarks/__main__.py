@@ -1,7 +1,7 @@
 """``python -m benchmarks`` (``make bench``): regenerate docs/RESULTS.md and docs/results.json.
 
 Sections: ``quality`` (synthetic benchmark, three splits x seeds), ``ablations`` (B15/N4),
-``real`` (ScanNet scene0000_00 with its three frames), ``speed`` (tiny per-view timing, full-size
+``budget`` (the full B15/N4 model at larger training budgets, first seed), ``real`` (ScanNet scene0000_00 with its three frames), ``speed`` (tiny per-view timing, full-size
 forward, segment cost curve, sparse backends and FLOP/s). ``--quick`` runs a tiny version of the
 quality protocol into a scratch folder (used by the test suite); it never touches docs/.
 """
@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 
 from benchmarks.common import merge_results
-from benchmarks.quality import ABLATIONS, QUICK, SPLIT_CONFIGS, Protocol, run_quality
+from benchmarks.quality import (ABLATIONS, BUDGET_STEPS, QUICK, SPLIT_CONFIGS, Protocol,
+                                run_quality)
 from benchmarks.report import render
 
-SECTIONS = ("quality", "ablations", "real", "speed")
+SECTIONS = ("quality", "ablations", "budget", "real", "speed")
 
 
 def _speed(results: Path, runs: Path) -> None:
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the training budget")
     p.add_argument("--splits", nargs="*", default=list(SPLIT_CONFIGS))
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS))
+    p.add_argument("--budget-steps", type=int, nargs="*", default=None,
+                   help=f"larger budgets of the budget section (default {list(BUDGET_STEPS)})")
     p.add_argument("--seeds", type=int, nargs="*", default=None,
                    help="training seeds of the quality runs (default 0 1)")
     p.add_argument("--jobs", type=int, default=1,
@@ -71,11 +74,13 @@ def main(argv: list[str] | None = None) -> int:
         proto.steps = a.steps
     if a.seeds:
         proto.seeds = tuple(a.seeds)
-    if "quality" in a.only or "ablations" in a.only:
+    budget = a.budget_steps if a.budget_steps is not None else \
+        [2 * proto.steps] if a.quick else list(BUDGET_STEPS)
+    if {"quality", "ablations", "budget"} & set(a.only):
         run_quality(out, results, proto=proto,
                     splits=a.splits if "quality" in a.only else ["B15/N4"],
                     ablations=a.ablations if "ablations" in a.only else [], runs_dir=runs,
-                    jobs=a.jobs)
+                    jobs=a.jobs, budget=budget if "budget" in a.only else [])
     if "real" in a.only and not a.quick:
         from benchmarks.real import run_real
 

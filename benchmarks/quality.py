@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -47,6 +47,10 @@ class Protocol:
     extra: list[str] = field(default_factory=lambda: ["data.loop=8", "train.eval_every=100",
                                                       "data.select_fraction=0"])
 
+
+# extra training budgets (optimiser steps) of the full B15/N4 model, first seed only: quality
+# against budget, next to the protocol's own budget
+BUDGET_STEPS = (500, 1000)
 
 QUICK = Protocol(scenes=5, views=3, steps=2, seeds=(0,), extra=[
     "data.loop=1", "train.eval_every=100", "data.select_fraction=0", "data.voxel_size=0.08",
@@ -120,6 +124,10 @@ class _Task:
     overrides: list[str]
     slug: str            # run folder prefix
     seed: int
+    steps: int | None = None  # training budget when not the protocol's
+
+    def proto(self, proto: Protocol) -> Protocol:
+        return replace(proto, steps=self.steps) if self.steps else proto
 
     def out(self, runs_dir: Path) -> Path:
         return runs_dir / f"{self.slug}_s{self.seed}"
@@ -132,7 +140,7 @@ def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jo
     if jobs <= 1:
         for t in tasks:
             on_result(t, train_and_eval(t.config, t.overrides, data=data, seed=t.seed,
-                                        proto=proto, out=t.out(runs_dir)))
+                                        proto=t.proto(proto), out=t.out(runs_dir)))
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
     queue, running = list(tasks), {}
@@ -141,7 +149,7 @@ def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jo
             t = queue.pop(0)
             running[t.slug, t.seed] = (t, _child_job(
                 t.config, t.overrides, data=data, out=t.out(runs_dir), seed=t.seed,
-                proto=proto, threads=threads))
+                proto=t.proto(proto), threads=threads))
         time.sleep(2)
         for key, (t, proc) in list(running.items()):
             if proc.poll() is None:
@@ -158,29 +166,40 @@ def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jo
 
 
 def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
-                ablations: list[str], runs_dir: Path, jobs: int = 1) -> dict:
-    """Train and evaluate the requested splits and ablations; results are merged into the
-    ``quality`` section of ``results`` after every run (rows of other splits and ablations
-    measured under the same protocol are kept, and so are their finished seeds, which are not
-    re-run). Runs are ordered seed-major, so every row gets its first seed before any gets its
-    second."""
+                ablations: list[str], runs_dir: Path, jobs: int = 1,
+                budget: list[int] | tuple[int, ...] = ()) -> dict:
+    """Train and evaluate the requested splits, ablations and extra budgets; results are merged
+    into the ``quality`` section of ``results`` after every run (rows of other splits and
+    ablations measured under the same protocol are kept, and so are their finished seeds, which
+    are not re-run). Runs are ordered seed-major, so every row gets its first seed before any gets
+    its second; the extra budgets (``budget``: optimiser steps of the full B15/N4 model, first
+    seed only) come last, longest first."""
     data = ensure_data(runs_dir / "bench_data", proto)
     old = json.loads(results.read_text()).get("quality", {}) if results.is_file() else {}
     same = {k: v for k, v in old.get("protocol", {}).items() if k != "seeds"} == \
         _protocol_key(proto)
+    kinds = ("splits", "ablations", "budget")
     section: dict = {"protocol": {**_protocol_key(proto), "seeds": list(proto.seeds)},
-                     "splits": dict(old.get("splits", {})) if same else {},
-                     "ablations": dict(old.get("ablations", {})) if same else {}}
-    rows = [("splits", n, SPLIT_CONFIGS[n], [], f"split_{n.replace('/', '')}") for n in splits]
+                     **{k: dict(old.get(k, {})) if same else {} for k in kinds}}
+    rows = [("splits", n, SPLIT_CONFIGS[n], [], f"split_{n.replace('/', '')}", None)
+            for n in splits]
     rows += [("ablations", n, SPLIT_CONFIGS["B15/N4"], ABLATIONS[n],
-              "abl_" + "".join(c for c in n if c.isalnum())[:40])
+              "abl_" + "".join(c for c in n if c.isalnum())[:40], None)
              for n in ablations if not n.startswith("full")]
+    extra = [("budget", str(s), SPLIT_CONFIGS["B15/N4"], [], f"budget_{s}", s)
+             for s in sorted(set(budget) - {proto.steps}, reverse=True)]
     done: dict[tuple[str, str], dict[int, dict]] = {}
-    for kind, name, config, overrides, _ in rows:
+    for kind, name, config, overrides, _, steps in rows + extra:
         done[kind, name] = {r["seed"]: r for r in section[kind].get(name, [])
-                            if r.get("config") == config and r.get("overrides") == overrides}
-    tasks = [_Task(kind, name, config, overrides, slug, seed) for seed in proto.seeds
-             for kind, name, config, overrides, slug in rows if seed not in done[kind, name]]
+                            if r.get("config") == config and r.get("overrides") == overrides
+                            and r.get("steps") == (steps or proto.steps)}
+    tasks = [_Task(kind, name, config, overrides, slug, seed, steps) for seed in proto.seeds
+             for kind, name, config, overrides, slug, steps in rows
+             if seed not in done[kind, name]]
+    tasks += [_Task(kind, name, config, overrides, slug, proto.seeds[0], steps)
+              for kind, name, config, overrides, slug, steps in extra
+              if proto.seeds[0] not in done[kind, name]]
+    rows += extra
 
     def store(task: _Task | None = None, result: dict | None = None) -> None:
         if task is not None:

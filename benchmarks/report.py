@@ -79,6 +79,68 @@ def quality_tables(q: dict) -> list[str]:
     return lines
 
 
+def budget_points(q: dict) -> list[tuple[int, dict]]:
+    """(steps, run) of the full B15/N4 model, first seed: the protocol's run and the extra
+    budgets, by steps."""
+    seed0 = q.get("splits", {}).get("B15/N4", [])[:1]
+    pts = [(r["steps"], r) for r in seed0]
+    pts += [(int(s), runs[0]) for s, runs in q.get("budget", {}).items() if runs]
+    return sorted(pts, key=lambda p: p[0])
+
+
+def budget_tables(q: dict, img_dir: Path | None) -> list[str]:
+    pts = budget_points(q)
+    if len(pts) < 2:
+        return []
+    seed = pts[0][1]["seed"]
+    lines = ["### Quality against the training budget (B15/N4, full model, seed "
+             f"{seed})", "",
+             "Same data, configuration and evaluation as above; only the number of optimiser "
+             "steps (of 4 views) changes, with the learning-rate schedule stretched to it.", ""]
+    if img_dir is not None:
+        plot_budget(pts, img_dir / "quality_vs_budget.png")
+        lines += ["![quality against budget](img/quality_vs_budget.png)", ""]
+    lines += ["| steps | train s | fused hIoU | fused base | fused novel | 3D-only base | "
+              "3D-only novel | 2D-only novel |", "|---|---|---|---|---|---|---|---|"]
+    for steps, r in pts:
+        p = r["predictions"]
+        lines.append(f"| {steps} | {_train_time([r])} | {p['fused']['hIoU']:.1f} | "
+                     f"{p['fused']['mIoU_base']:.1f} | {p['fused']['mIoU_novel']:.1f} | "
+                     f"{p['3d']['mIoU_base']:.1f} | {p['3d']['mIoU_novel']:.1f} | "
+                     f"{p['2d']['mIoU_novel']:.1f} |")
+    return lines
+
+
+def plot_budget(pts: list[tuple[int, dict]], path: Path) -> None:
+    """mIoU base and novel of the three predictions against optimiser steps (log x)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    steps = [s for s, _ in pts]
+    for ax, metric, title in ((axes[0], "mIoU_base", "base classes"),
+                              (axes[1], "mIoU_novel", "novel classes")):
+        for kind, label in (("fused", "fused"), ("3d", "3D only"), ("2d", "2D only")):
+            ax.plot(steps, [r["predictions"][kind][metric] for _, r in pts], marker="o",
+                    label=label)
+        ax.axhline(TARGETS[metric], color="grey", ls="--", lw=1, label="target (fused)")
+        ax.set_xscale("log")
+        ax.set_xticks(steps, [str(s) for s in steps])
+        ax.minorticks_off()
+        ax.set_xlabel("optimiser steps (4 views each)")
+        ax.set_title(f"mIoU, {title}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mIoU (%)")
+    axes[0].legend(loc="best")
+    fig.suptitle("Synthetic B15/N4, tiny model, 2 CPU cores: quality against training budget")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda t: fig.savefig(t, dpi=110, format="png"))
+    plt.close(fig)
+
+
 # the paper's finding per ablation: the full model (first row) beats the variant in hIoU
 PAPER_FINDINGS = {
     "condition: none": "the 3D global condition beats no condition",
@@ -228,16 +290,17 @@ def how_to_run(data: dict) -> list[str]:
     """The commands that regenerate each section, and the training time the file holds."""
     q = data.get("quality", {})
     seen, total = set(), 0.0
-    for rows in [*q.get("splits", {}).values(), *q.get("ablations", {}).values()]:
+    for rows in [*q.get("splits", {}).values(), *q.get("ablations", {}).values(),
+                 *q.get("budget", {}).values()]:
         for r in rows:
-            key = (r.get("config"), tuple(r.get("overrides", [])), r.get("seed"))
+            key = (r.get("config"), tuple(r.get("overrides", [])), r.get("seed"), r.get("steps"))
             if key not in seen:
                 seen.add(key)
                 total += r.get("train_s", 0.0)
     lines = ["Regenerate: `make bench` (every section), or one section at a time: "
              "`python -m benchmarks --only quality --jobs 2` (three splits x seeds; `--jobs 2` "
              "trains two seeds at once, one thread each), `--only ablations --jobs 2`, "
-             "`--only real` (needs ../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
+             "`--only budget --jobs 2` (the full B15/N4 model at larger budgets), `--only real` (needs ../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
              "Finished runs of the same protocol are kept in results.json and not re-run; delete "
              "the file to start over."]
     if seen:
@@ -253,12 +316,14 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
              "Every number here is read from `docs/results.json`, written by `make bench` "
              "(`python -m benchmarks`). Numbers not yet measured are absent, not estimated.", "",
              *how_to_run(data), ""]
+    img = out.parent / "img"
     if "quality" in data:
         lines += quality_tables(data["quality"]) + [""]
+        budget = budget_tables(data["quality"], img)
+        lines += budget + [""] if budget else []
     if "real_scan" in data:
         lines += real_tables(data["real_scan"]) + [""]
     if "speed" in data:
-        img = out.parent / "img"
         if data["speed"].get("segment_curve"):
             plot_segment_curve(data["speed"]["segment_curve"], img / "segment_cost_curve.png")
         lines += speed_tables(data["speed"], img) + [""]

@@ -63,3 +63,28 @@ def test_speed_section_targets_and_plot(tmp_path):
     render(docs / "results.json", docs / "RESULTS.md")
     text = (docs / "RESULTS.md").read_text()
     assert "≤ 1 s: **missed**" in text and "in ≤ 30 s: **missed** (31.0 s)" in text
+
+
+def test_budget_table_orders_by_steps_and_plots(tmp_path):
+    def run(steps: int, base: float, novel: float) -> dict:
+        r = _run(0, 10.0, base, novel)
+        return {**r, "steps": steps, "train_s": 4.0 * steps}
+
+    q = {"protocol": {"scenes": 3, "views": 2, "data_seed": 0, "steps": 250, "seeds": [0, 1],
+                      "extra": []},
+         "splits": {"B15/N4": [run(250, 20.0, 5.0), {**run(250, 99.0, 99.0), "seed": 1}]},
+         "budget": {"1000": [run(1000, 40.0, 9.0)], "500": [run(500, 30.0, 7.0)]}}
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.json").write_text(json.dumps({"quality": q}))
+    render(docs / "results.json", docs / "RESULTS.md")
+    text = (docs / "RESULTS.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| 250 |") or ln.startswith("| 500 |")
+            or ln.startswith("| 1000 |")]
+    # seed 0 of the protocol run only, then the extra budgets in increasing order
+    assert rows == ["| 250 | 1000 | 10.0 | 20.0 | 5.0 | 20.0 | 5.0 | 5.0 |",
+                    "| 500 | 2000 | 10.0 | 30.0 | 7.0 | 30.0 | 7.0 | 7.0 |",
+                    "| 1000 | 4000 | 10.0 | 40.0 | 9.0 | 40.0 | 9.0 | 9.0 |"]
+    assert (docs / "img" / "quality_vs_budget.png").stat().st_size > 1000
+    # 2 protocol seeds + 2 budgets = 4 distinct runs, 1000 + 1000 + 2000 + 4000 s of training
+    assert "The 4 training runs in this file took 2.2 h" in text
