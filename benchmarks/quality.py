@@ -165,6 +165,29 @@ def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jo
             on_result(t, {**res, "parallel_jobs": jobs})
 
 
+def _run_key(r: dict) -> tuple:
+    return r.get("seed"), r.get("config"), tuple(r.get("overrides", [])), r.get("steps")
+
+
+def _keep_runs_on_disk(results: Path, section: dict, kinds: tuple[str, ...]) -> None:
+    """Add to ``section`` the runs that ``results`` holds under the same protocol and
+    ``section`` does not (written meanwhile by another ``python -m benchmarks``), so that two
+    invocations sharing one results file do not drop each other's runs."""
+    if not results.is_file():
+        return
+    disk = json.loads(results.read_text()).get("quality", {})
+    if {k: v for k, v in disk.get("protocol", {}).items() if k != "seeds"} != \
+            {k: v for k, v in section["protocol"].items() if k != "seeds"}:
+        return
+    for kind in kinds:
+        for name, runs in disk.get(kind, {}).items():
+            mine = section[kind].get(name, [])
+            have = {_run_key(r) for r in mine}
+            extra = [r for r in runs if _run_key(r) not in have]
+            if extra:
+                section[kind][name] = sorted(mine + extra, key=lambda r: r["seed"])
+
+
 def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
                 ablations: list[str], runs_dir: Path, jobs: int = 1,
                 budget: list[int] | tuple[int, ...] = ()) -> dict:
@@ -208,6 +231,7 @@ def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
             got = done[kind, name]
             if got:
                 section[kind][name] = [got[s] for s in sorted(got)]
+        _keep_runs_on_disk(results, section, kinds)
         full = [n for n in ablations if n.startswith("full")]
         if full and "B15/N4" in section["splits"]:
             section["ablations"][full[0]] = section["splits"]["B15/N4"]

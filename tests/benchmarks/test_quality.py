@@ -1,0 +1,41 @@
+"""Bookkeeping of the quality benchmark's results file (no training here)."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.quality import _keep_runs_on_disk
+
+
+def _run(seed: int, steps: int = 250, hiou: float = 1.0) -> dict:
+    return {"seed": seed, "config": "tiny/scannet_b15n4", "overrides": [], "steps": steps,
+            "hIoU": hiou}
+
+
+def test_runs_written_by_another_invocation_are_kept(tmp_path):
+    proto = {"scenes": 30, "steps": 250}
+    results = tmp_path / "results.json"
+    disk = {"protocol": {**proto, "seeds": [0, 1]},
+            "splits": {"B15/N4": [_run(0, hiou=5.0), _run(1)]},
+            "ablations": {"no 3D-2D fusion": [_run(1)]},
+            "budget": {"1000": [_run(0, steps=1000)]}}
+    results.write_text(json.dumps({"quality": disk, "speed": {"x": 1}}))
+    mine = {"protocol": {**proto, "seeds": [0]},
+            "splits": {"B15/N4": [_run(0, hiou=7.0)]},
+            "ablations": {"no 3D-2D fusion": [_run(0)]}, "budget": {}}
+    _keep_runs_on_disk(results, mine, ("splits", "ablations", "budget"))
+    # this process's own run of seed 0 wins; the other invocation's runs are added, in seed order
+    assert [(r["seed"], r["hIoU"]) for r in mine["splits"]["B15/N4"]] == [(0, 7.0), (1, 1.0)]
+    assert [r["seed"] for r in mine["ablations"]["no 3D-2D fusion"]] == [0, 1]
+    assert mine["budget"] == {"1000": [_run(0, steps=1000)]}
+
+
+def test_runs_of_another_protocol_are_not_mixed_in(tmp_path):
+    results = tmp_path / "results.json"
+    disk = {"protocol": {"scenes": 30, "steps": 100, "seeds": [0]},
+            "splits": {"B15/N4": [_run(1, steps=100)]}, "ablations": {}, "budget": {}}
+    results.write_text(json.dumps({"quality": disk}))
+    mine = {"protocol": {"scenes": 30, "steps": 250, "seeds": [0]},
+            "splits": {"B15/N4": [_run(0)]}, "ablations": {}, "budget": {}}
+    _keep_runs_on_disk(results, mine, ("splits", "ablations", "budget"))
+    assert mine["splits"] == {"B15/N4": [_run(0)]}
