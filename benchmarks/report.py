@@ -289,7 +289,7 @@ def real_tables(r: dict) -> list[str]:
 def how_to_run(data: dict) -> list[str]:
     """The commands that regenerate each section, and the training time the file holds."""
     q = data.get("quality", {})
-    seen, total = set(), 0.0
+    seen, total, wall = set(), 0.0, 0.0
     for rows in [*q.get("splits", {}).values(), *q.get("ablations", {}).values(),
                  *q.get("budget", {}).values()]:
         for r in rows:
@@ -297,6 +297,8 @@ def how_to_run(data: dict) -> list[str]:
             if key not in seen:
                 seen.add(key)
                 total += r.get("train_s", 0.0)
+                # runs trained N at a time share the wall clock; evaluation ~15 s per run
+                wall += r.get("train_s", 0.0) / r.get("parallel_jobs", 1) + 15.0
     lines = ["Regenerate: `make bench` (every section), or one section at a time: "
              "`python -m benchmarks --only quality --jobs 2` (three splits x seeds; `--jobs 2` "
              "trains two seeds at once, one thread each), `--only ablations --jobs 2`, "
@@ -306,7 +308,9 @@ def how_to_run(data: dict) -> list[str]:
     if seen:
         lines[0] += (f" The {len(seen)} training runs in this file took {total / 3600:.1f} h of "
                      "training in total on the 2-core machine (evaluation adds about 15 s per "
-                     "run).")
+                     f"run); run as they were (two at a time where marked), they take about "
+                     f"{wall / 3600:.1f} h of wall time, so a fresh `make bench` takes about "
+                     f"{wall / 3600 + 0.1:.1f} h with the speed section (about 5 min).")
     return lines
 
 

@@ -88,3 +88,4 @@ def test_budget_table_orders_by_steps_and_plots(tmp_path):
     assert (docs / "img" / "quality_vs_budget.png").stat().st_size > 1000
     # 2 protocol seeds + 2 budgets = 4 distinct runs, 1000 + 1000 + 2000 + 4000 s of training
     assert "The 4 training runs in this file took 2.2 h" in text
+    assert "about 2.2 h of wall time, so a fresh `make bench` takes about 2.3 h" in text
