@@ -177,6 +177,8 @@ def ablation_findings(abl: dict) -> list[str]:
             verdict = "holds"
         elif m - fm > spread:
             verdict = "does not hold (the variant is better)"
+        elif "at least as good" in PAPER_FINDINGS[name]:
+            verdict = "holds (no difference beyond the seed spread)"
         else:
             verdict = "is not resolved (difference within the seed spread)"
         out.append(f"- {PAPER_FINDINGS[name]}: {verdict}; hIoU {fm:.1f} (full) vs {m:.1f} "
