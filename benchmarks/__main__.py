@@ -1,7 +1,8 @@
 """``python -m benchmarks`` (``make bench``): regenerate docs/RESULTS.md and docs/results.json.
 
 Sections: ``quality`` (synthetic benchmark, three splits x seeds), ``ablations`` (B15/N4),
-``budget`` (the full B15/N4 model at larger training budgets, first seed), ``real`` (ScanNet scene0000_00 with its three frames), ``speed`` (tiny per-view timing, full-size
+``budget`` (the full B15/N4 model at larger training budgets, first seed), ``learning3d`` (diagnostic:
+the 3D network alone at the protocol's budget and two learning rates), ``real`` (ScanNet scene0000_00 with its three frames), ``speed`` (tiny per-view timing, full-size
 forward, segment cost curve, sparse backends and FLOP/s). ``--quick`` runs a tiny version of the
 quality protocol into a scratch folder (used by the test suite); it never touches docs/.
 """
@@ -16,10 +17,10 @@ from pathlib import Path
 
 from benchmarks.common import merge_results
 from benchmarks.quality import (ABLATIONS, BUDGET_STEPS, QUICK, SPLIT_CONFIGS, Protocol,
-                                run_quality)
+                                ensure_data, run_quality)
 from benchmarks.report import render
 
-SECTIONS = ("quality", "ablations", "budget", "real", "speed")
+SECTIONS = ("quality", "ablations", "budget", "learning3d", "real", "speed")
 
 
 def _speed(results: Path, runs: Path) -> None:
@@ -81,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                     splits=a.splits if "quality" in a.only else ["B15/N4"],
                     ablations=a.ablations if "ablations" in a.only else [], runs_dir=runs,
                     jobs=a.jobs, budget=budget if "budget" in a.only else [])
+    if "learning3d" in a.only and not a.quick:
+        from benchmarks.learning3d import Curve, run_learning3d
+
+        run_learning3d(results, runs, ensure_data(runs / "bench_data", proto), jobs=a.jobs,
+                       curves=[Curve(steps=proto.steps), Curve(steps=proto.steps, lr_3d=0.01)])
     if "real" in a.only and not a.quick:
         from benchmarks.real import run_real
 

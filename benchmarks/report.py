@@ -279,6 +279,34 @@ def plot_segment_curve(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def learning3d_tables(section: dict) -> list[str]:
+    """The 3D-only learning-curve diagnostic (benchmarks/learning3d.py) as a table."""
+    runs = section.get("runs", [])
+    if not runs:
+        return []
+    steps = sorted({p["step"] for r in runs for p in r["points"]})
+    head = " | ".join(f"val base @{s}" for s in steps)
+    lines = ["### Diagnostic: the 3D network alone (B15/N4, point cross-entropy only)", "",
+             "The sparse 3D UNet and its projection to the text space, trained alone with the "
+             "point cross-entropy on the base classes (no 2D branch, no other loss) on the same "
+             "data, batch size and schedule, at the config's 3D learning rate and a 5x larger "
+             "one (`python -m benchmarks --only learning3d`). Scores are **per view** (visible "
+             "points of each view, no votes, no fill), so they compare with each other, not "
+             "with the tables above. \"train scenes\" scores the views of the scenes it trained "
+             "on the same way: if it is as low as on held-out scenes, the model is under-fitted "
+             "at this budget rather than failing to generalise.", "",
+             f"| 3D lr | {head} | train scenes base | train loss (last {runs[0]['every']} steps) "
+             "| train s |", "|---|" + "---|" * (len(steps) + 3)]
+    for r in runs:
+        by_step = {p["step"]: p for p in r["points"]}
+        cells = " | ".join(f"{by_step[s]['val']['mIoU_base']:.1f}" if s in by_step else ""
+                           for s in steps)
+        last = r["points"][-1]
+        lines.append(f"| {r['lr_3d']:g} | {cells} | {r['train_scenes']['mIoU_base']:.1f} | "
+                     f"{last['train_loss']:.2f} | {r['train_s']:.0f} |")
+    return lines
+
+
 def real_tables(r: dict) -> list[str]:
     lines = ["## Real scan: ScanNet scene0000_00 (3 real frames, z-buffer visibility, B15/N4)", "",
              r.get("note", ""), "", "| prediction | hIoU | mIoU base | mIoU novel |",
@@ -301,10 +329,13 @@ def how_to_run(data: dict) -> list[str]:
                 total += r.get("train_s", 0.0)
                 # runs trained N at a time share the wall clock; evaluation ~15 s per run
                 wall += r.get("train_s", 0.0) / r.get("parallel_jobs", 1) + 15.0
+    for r in data.get("learning3d", {}).get("runs", []):          # diagnostic, evals included
+        wall += r.get("wall_s", 0.0) / r.get("parallel_jobs", 1)
     lines = ["Regenerate: `make bench` (every section), or one section at a time: "
              "`python -m benchmarks --only quality --jobs 2` (three splits x seeds; `--jobs 2` "
              "trains two seeds at once, one thread each), `--only ablations --jobs 2`, "
-             "`--only budget --jobs 2` (the full B15/N4 model at larger budgets), `--only real` (needs ../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
+             "`--only budget --jobs 2` (the full B15/N4 model at larger budgets), "
+             "`--only learning3d` (diagnostic: the 3D network alone), `--only real` (needs ../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
              "Finished runs of the same protocol are kept in results.json and not re-run; delete "
              "the file to start over."]
     if seen:
@@ -327,6 +358,8 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
         lines += quality_tables(data["quality"]) + [""]
         budget = budget_tables(data["quality"], img)
         lines += budget + [""] if budget else []
+    if data.get("learning3d"):
+        lines += learning3d_tables(data["learning3d"]) + [""]
     if "real_scan" in data:
         lines += real_tables(data["real_scan"]) + [""]
     if "speed" in data:

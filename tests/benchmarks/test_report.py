@@ -95,3 +95,21 @@ def test_budget_table_orders_by_steps_and_plots(tmp_path):
     # 2 protocol seeds + 2 budgets = 4 distinct runs, 1000 + 1000 + 2000 + 4000 s of training
     assert "The 4 training runs in this file took 2.2 h" in text
     assert "about 2.2 h of wall time, so a fresh `make bench` takes about 2.3 h" in text
+
+
+def test_learning3d_table_from_hand_made_curves(tmp_path):
+    def curve(lr, vals, seen, loss):
+        pts = [{"step": s, "train_loss": loss, "val": {"mIoU_base": v, "mIoU_novel": 0.0}}
+               for s, v in zip((50, 100), vals)]
+        return {"lr_3d": lr, "every": 50, "points": pts, "train_s": 120.0, "wall_s": 200.0,
+                "parallel_jobs": 2, "train_scenes": {"mIoU_base": seen, "mIoU_novel": 0.0}}
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"learning3d": {"runs": [curve(0.002, (12.34, 20.0), 25.0, 0.61),
+                                                           curve(0.01, (13.0, 27.46), 31.8, 0.5)]}}))
+    render(results, tmp_path / "RESULTS.md")
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "| 3D lr | val base @50 | val base @100 | train scenes base |" in text
+    assert "| 0.002 | 12.3 | 20.0 | 25.0 | 0.61 | 120 |" in text
+    assert "| 0.01 | 13.0 | 27.5 | 31.8 | 0.50 | 120 |" in text
+    assert "Diagnostic: the 3D network alone" in text

@@ -1,0 +1,168 @@
+"""Diagnostic: how fast the sparse 3D network alone learns the synthetic benchmark.
+
+The quality section trains the whole model for a fixed number of optimiser steps and misses the
+issue's targets. This section separates the causes: it trains only the 3D branch of the tiny
+B15/N4 model (``backbone3d`` + ``point_proj``, the published point cross-entropy against the base
+class text embeddings, nothing else) on the same benchmark data with the same batch size, warm-up
+and cosine schedule, at the config's 3D learning rate and at a larger one. Every ``every`` steps
+it scores each usable view of the held-out ``val`` scenes (per view, over every base and novel
+class, no voting); at the end it scores the views of the *training* scenes the same way. If the
+3D network alone is as weak as the full model's 3D-only prediction at the same budget, the other
+losses are not what holds it back; if it is as weak on its own training scenes as on held-out
+ones, the budget (under-fitting), not generalisation, is the limit.
+
+Not an evaluation protocol: per-view scores of the visible points, no multi-view votes and no
+fill of unseen points (the quality section's protocol), so its numbers compare with each other,
+not with the tables above. ``python -m benchmarks --only learning3d``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from benchmarks.common import merge_results
+from xmask3d.data.batch import IGNORE_LABEL
+from xmask3d.data.dataset import collate_views
+from xmask3d.data.processed import atomic_write
+
+CONFIG = "tiny/scannet_b15n4"
+
+
+@dataclass
+class Curve:
+    """One 3D-only training run of the diagnostic."""
+
+    steps: int = 200
+    every: int = 50
+    lr_3d: float | None = None         # None: the config's train.lr_3d
+    seed: int = 0
+    overrides: list[str] = field(default_factory=lambda: ["data.loop=8",
+                                                          "data.select_fraction=0"])
+
+
+def _per_view_metrics(model, dataset, class_embeds, split, scale: float) -> dict:
+    """mIoU-base / mIoU-novel (percent) of per-view 3D predictions over ``dataset``'s views."""
+    from xmask3d.eval.metrics import ConfusionMatrix, open_vocab_metrics
+    from xmask3d.models.fusion.mask_to_points import cosine_logits
+
+    cm = ConfusionMatrix(split.num_classes, ignore=tuple(split.ignore))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in DataLoader(dataset, batch_size=4, collate_fn=collate_views):
+            feats, _, _ = model.encode_3d(batch)
+            logits = cosine_logits(feats, class_embeds, scale)
+            logits[:, list(split.ignore)] = float("-inf")   # only base + novel are offered
+            cm.update(logits.argmax(1), batch.labels)
+    model.train(was_training)
+    m = open_vocab_metrics(cm.matrix, split)
+    return {"mIoU_base": m.miou_base, "mIoU_novel": m.miou_novel}
+
+
+def train_curve(curve: Curve, data: Path) -> dict:
+    """Train the 3D branch alone; return its learning curve (see the module docstring)."""
+    from xmask3d.config import load_config
+    from xmask3d.engine.data import category_split, open_layout, view_dataset
+    from xmask3d.engine.optim import build_optimizer, build_scheduler
+    from xmask3d.engine.sampler import EpochBatchSampler
+    from xmask3d.models.build import build_model, build_text
+    from xmask3d.models.fusion.mask_to_points import cosine_logits
+
+    cfg = load_config(CONFIG, [f"data.root={data}", f"train.seed={curve.seed}",
+                               *curve.overrides])
+    lr = cfg.train.lr_3d if curve.lr_3d is None else curve.lr_3d
+    torch.manual_seed(curve.seed)
+    text = build_text(cfg)
+    model = build_model(cfg, text_dim=text.dim)
+    split, layout = category_split(cfg), open_layout(cfg)
+    train_set = view_dataset(cfg, layout, split=cfg.data.train_split, mode="train")
+    val_set = view_dataset(cfg, layout, split="val", mode="eval")
+    seen_set = view_dataset(cfg, layout, split=cfg.data.train_split, mode="eval")
+    base = text.class_embeddings(list(split.base_names))
+    full = text.class_embeddings([split.class_names[i] for i in range(split.num_classes)])
+    params = [p for m in (model.backbone3d, model.point_proj) for p in m.parameters()]
+    opt = build_optimizer([{"params": params, "lr": lr, "weight_decay": cfg.train.weight_decay}])
+    sched = build_scheduler(opt, total_steps=curve.steps, warmup_steps=cfg.train.warmup_steps)
+    sampler = EpochBatchSampler(len(train_set), cfg.train.batch_size, seed=curve.seed)
+    scale = float(model.mask_generator.mask_embed.logit_scale().detach())
+    points, losses, step, epoch, t_train = [], [], 0, 0, 0.0
+    t_start = time.perf_counter()
+    model.train()
+    while step < curve.steps:
+        train_set.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        epoch += 1
+        t0 = time.perf_counter()
+        for batch in DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_views):
+            feats, _, _ = model.encode_3d(batch)
+            loss = F.cross_entropy(cosine_logits(feats, base, scale), batch.labels,
+                                   ignore_index=IGNORE_LABEL)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if step % curve.every == 0 or step == curve.steps:
+                t_train += time.perf_counter() - t0
+                recent = losses[-curve.every:]
+                points.append({"step": step, "train_loss": sum(recent) / len(recent),
+                               "val": _per_view_metrics(model, val_set, full, split, scale)})
+                print(json.dumps(points[-1]), flush=True)
+                t0 = time.perf_counter()
+            if step >= curve.steps:
+                break
+        t_train += time.perf_counter() - t0
+    return {**asdict(curve), "lr_3d": lr, "config": CONFIG, "points": points,
+            "train_scenes": _per_view_metrics(model, seen_set, full, split, scale),
+            "train_s": round(t_train, 1), "threads": torch.get_num_threads(),
+            "wall_s": round(time.perf_counter() - t_start, 1)}
+
+
+def run_learning3d(results: Path, runs_dir: Path, data: Path, *, curves: list[Curve],
+                   jobs: int = 2) -> list[dict]:
+    """Run ``curves`` (``jobs`` at a time in child processes) and store them under
+    ``learning3d`` in ``results``."""
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    out: list[dict] = []
+    for start in range(0, len(curves), max(jobs, 1)):
+        procs = []
+        for i, c in enumerate(curves[start:start + max(jobs, 1)], start):
+            res = runs_dir / f"learning3d_{i}.json"
+            job = {"curve": asdict(c), "data": str(data), "out": str(res)}
+            log = open(runs_dir / f"learning3d_{i}.log", "w")  # noqa: SIM115
+            procs.append((res, log, subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.learning3d", json.dumps(job)],
+                stdout=log, stderr=subprocess.STDOUT, env=env)))
+        for res, log, proc in procs:
+            code = proc.wait()
+            log.close()
+            if code != 0:
+                raise RuntimeError(f"learning3d run failed; see {Path(log.name)}")
+            out.append({**json.loads(res.read_text()), "parallel_jobs": len(procs)})
+    merge_results(results, "learning3d", {"runs": out})
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    """Child entry point: ``python -m benchmarks.learning3d JOB_JSON``."""
+    job = json.loads(argv[0])
+    result = train_curve(Curve(**job["curve"]), Path(job["data"]))
+    atomic_write(Path(job["out"]), lambda t: Path(t).write_text(json.dumps(result)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
