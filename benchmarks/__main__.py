@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.learning3d import Curve, run_learning3d
 
         run_learning3d(results, runs, ensure_data(runs / "bench_data", proto), jobs=a.jobs,
-                       curves=[Curve(steps=proto.steps), Curve(steps=proto.steps, lr_3d=0.01)])
+                       curves=[Curve(steps=proto.steps), Curve(steps=proto.steps, lr_3d=0.01)],
+                       checkpoints=[runs / f"{n}_s{proto.seeds[0]}" / "last.pt"
+                                    for n in ("split_B15N4", "budget_500", "budget_1000")])
     if "real" in a.only and not a.quick:
         from benchmarks.real import run_real
 

@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -129,10 +129,54 @@ def train_curve(curve: Curve, data: Path) -> dict:
             "wall_s": round(time.perf_counter() - t_start, 1)}
 
 
+def novel_diagnosis(ckpt: Path, data: Path) -> dict:
+    """Where the novel classes are lost, for a trained B15/N4 checkpoint, on the val views.
+
+    Per view (visible points, no votes): the share of base-labelled points the binary head calls
+    base, the share of novel-labelled points it calls novel, and the accuracy of the 3D features
+    at choosing among the novel classes on the novel points (what a perfect base/novel gate would
+    leave; chance is 1 / #novel).
+    """
+    from xmask3d.engine.checkpoint import load_checkpoint, load_model_state
+    from xmask3d.engine.data import category_split, open_layout, view_dataset
+    from xmask3d.models.build import build_model, build_text
+    from xmask3d.models.fusion.mask_to_points import cosine_logits
+
+    ck = load_checkpoint(ckpt)
+    cfg = ck["config"]
+    cfg = replace(cfg, data=replace(cfg.data, root=str(data)))
+    text = build_text(cfg)
+    model = build_model(cfg, text_dim=text.dim)
+    load_model_state(model, ck["model"], ckpt)
+    model.eval()
+    split = category_split(cfg)
+    novel, base = torch.tensor(split.novel), torch.tensor(split.base)
+    embeds = text.class_embeddings([split.class_names[i] for i in split.novel])
+    scale = float(model.mask_generator.mask_embed.logit_scale().detach())
+    counts = torch.zeros(5, dtype=torch.long)  # base->base, base, novel->novel, novel, correct
+    with torch.no_grad():
+        for batch in DataLoader(view_dataset(cfg, open_layout(cfg), split="val", mode="eval"),
+                                batch_size=4, collate_fn=collate_views):
+            feats, _, binary = model.encode_3d(batch)
+            is_base, is_novel = torch.isin(batch.labels, base), torch.isin(batch.labels, novel)
+            called_base = binary > 0
+            choice = novel[cosine_logits(feats, embeds, scale).argmax(1)]
+            counts += torch.tensor([int((called_base & is_base).sum()), int(is_base.sum()),
+                                    int((~called_base & is_novel).sum()), int(is_novel.sum()),
+                                    int((choice == batch.labels)[is_novel].sum())])
+    c = counts.tolist()
+    return {"checkpoint": str(ckpt), "steps": int(ck.get("step", 0)),
+            "base_called_base": 100.0 * c[0] / max(c[1], 1),
+            "novel_called_novel": 100.0 * c[2] / max(c[3], 1),
+            "novel_choice_acc": 100.0 * c[4] / max(c[3], 1),
+            "chance": 100.0 / len(split.novel)}
+
+
 def run_learning3d(results: Path, runs_dir: Path, data: Path, *, curves: list[Curve],
-                   jobs: int = 2) -> list[dict]:
-    """Run ``curves`` (``jobs`` at a time in child processes) and store them under
-    ``learning3d`` in ``results``."""
+                   jobs: int = 2, checkpoints: list[Path] = ()) -> list[dict]:
+    """Run ``curves`` (``jobs`` at a time in child processes), diagnose the novel classes of
+    the trained ``checkpoints`` that exist, and store both under ``learning3d`` in
+    ``results``."""
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -152,7 +196,8 @@ def run_learning3d(results: Path, runs_dir: Path, data: Path, *, curves: list[Cu
             if code != 0:
                 raise RuntimeError(f"learning3d run failed; see {Path(log.name)}")
             out.append({**json.loads(res.read_text()), "parallel_jobs": len(procs)})
-    merge_results(results, "learning3d", {"runs": out})
+    gate = [novel_diagnosis(p, data) for p in checkpoints if Path(p).is_file()]
+    merge_results(results, "learning3d", {"runs": out, "novel": gate})
     return out
 
 
