@@ -304,6 +304,23 @@ def learning3d_tables(section: dict) -> list[str]:
         last = r["points"][-1]
         lines.append(f"| {r['lr_3d']:g} | {cells} | {r['train_scenes']['mIoU_base']:.1f} | "
                      f"{last['train_loss']:.2f} | {r['train_s']:.0f} |")
+    return lines + novel_table(section.get("novel", []))
+
+
+def novel_table(rows: list[dict]) -> list[str]:
+    """Where the novel classes are lost (``benchmarks.learning3d.novel_diagnosis``)."""
+    if not rows:
+        return []
+    lines = ["", "### Diagnostic: where the novel classes are lost (B15/N4 full model, val views)",
+             "", "Per view, on the visible points: how often the binary head calls base points "
+             "base and novel points novel, and how often the 3D features pick the right class "
+             "*among the novel classes* on novel points, i.e. with a perfect base/novel gate.", "",
+             "| checkpoint (steps) | base points called base | novel points called novel | "
+             "right novel class (perfect gate) | chance |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['steps']} | {r['base_called_base']:.1f} % | "
+                     f"{r['novel_called_novel']:.1f} % | {r['novel_choice_acc']:.1f} % | "
+                     f"{r['chance']:.1f} % |")
     return lines
 
 

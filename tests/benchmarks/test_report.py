@@ -105,11 +105,15 @@ def test_learning3d_table_from_hand_made_curves(tmp_path):
                 "parallel_jobs": 2, "train_scenes": {"mIoU_base": seen, "mIoU_novel": 0.0}}
 
     results = tmp_path / "results.json"
-    results.write_text(json.dumps({"learning3d": {"runs": [curve(0.002, (12.34, 20.0), 25.0, 0.61),
-                                                           curve(0.01, (13.0, 27.46), 31.8, 0.5)]}}))
+    novel = {"steps": 500, "base_called_base": 91.63, "novel_called_novel": 89.3,
+             "novel_choice_acc": 32.69, "chance": 25.0, "checkpoint": "x.pt"}
+    results.write_text(json.dumps({"learning3d": {
+        "runs": [curve(0.002, (12.34, 20.0), 25.0, 0.61), curve(0.01, (13.0, 27.46), 31.8, 0.5)],
+        "novel": [novel]}}))
     render(results, tmp_path / "RESULTS.md")
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| 3D lr | val base @50 | val base @100 | train scenes base |" in text
     assert "| 0.002 | 12.3 | 20.0 | 25.0 | 0.61 | 120 |" in text
     assert "| 0.01 | 13.0 | 27.5 | 31.8 | 0.50 | 120 |" in text
     assert "Diagnostic: the 3D network alone" in text
+    assert "| 500 | 91.6 % | 89.3 % | 32.7 % | 25.0 % |" in text
