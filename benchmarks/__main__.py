@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS))
     p.add_argument("--budget-steps", type=int, nargs="*", default=None,
                    help=f"larger budgets of the budget section (default {list(BUDGET_STEPS)})")
+    p.add_argument("--budget-seeds", type=int, default=1,
+                   help="seeds of each larger budget (the first N of --seeds; default 1)")
     p.add_argument("--seeds", type=int, nargs="*", default=None,
                    help="training seeds of the quality runs (default 0 1)")
     p.add_argument("--jobs", type=int, default=1,
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         run_quality(out, results, proto=proto,
                     splits=a.splits if "quality" in a.only else ["B15/N4"],
                     ablations=a.ablations if "ablations" in a.only else [], runs_dir=runs,
-                    jobs=a.jobs, budget=budget if "budget" in a.only else [])
+                    jobs=a.jobs, budget=budget if "budget" in a.only else [],
+                    budget_seeds=a.budget_seeds)
     if "learning3d" in a.only and not a.quick:
         from benchmarks.learning3d import Curve, run_learning3d
 

@@ -190,13 +190,13 @@ def _keep_runs_on_disk(results: Path, section: dict, kinds: tuple[str, ...]) -> 
 
 def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
                 ablations: list[str], runs_dir: Path, jobs: int = 1,
-                budget: list[int] | tuple[int, ...] = ()) -> dict:
+                budget: list[int] | tuple[int, ...] = (), budget_seeds: int = 1) -> dict:
     """Train and evaluate the requested splits, ablations and extra budgets; results are merged
     into the ``quality`` section of ``results`` after every run (rows of other splits and
     ablations measured under the same protocol are kept, and so are their finished seeds, which
     are not re-run). Runs are ordered seed-major, so every row gets its first seed before any gets
     its second; the extra budgets (``budget``: optimiser steps of the full B15/N4 model, first
-    seed only) come last, longest first."""
+    seed only, or the first ``budget_seeds`` seeds) come last, longest first."""
     data = ensure_data(runs_dir / "bench_data", proto)
     old = json.loads(results.read_text()).get("quality", {}) if results.is_file() else {}
     same = {k: v for k, v in old.get("protocol", {}).items() if k != "seeds"} == \
@@ -219,9 +219,10 @@ def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
     tasks = [_Task(kind, name, config, overrides, slug, seed, steps) for seed in proto.seeds
              for kind, name, config, overrides, slug, steps in rows
              if seed not in done[kind, name]]
-    tasks += [_Task(kind, name, config, overrides, slug, proto.seeds[0], steps)
+    tasks += [_Task(kind, name, config, overrides, slug, seed, steps)
+              for seed in proto.seeds[:max(budget_seeds, 1)]
               for kind, name, config, overrides, slug, steps in extra
-              if proto.seeds[0] not in done[kind, name]]
+              if seed not in done[kind, name]]
     rows += extra
 
     def store(task: _Task | None = None, result: dict | None = None) -> None:

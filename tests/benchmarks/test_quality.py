@@ -39,3 +39,25 @@ def test_runs_of_another_protocol_are_not_mixed_in(tmp_path):
             "splits": {"B15/N4": [_run(0)]}, "ablations": {}, "budget": {}}
     _keep_runs_on_disk(results, mine, ("splits", "ablations", "budget"))
     assert mine["splits"] == {"B15/N4": [_run(0)]}
+
+
+def test_budget_runs_take_the_first_budget_seeds_and_skip_finished_ones(tmp_path, monkeypatch):
+    import benchmarks.quality as Q
+
+    proto = Q.Protocol(steps=250, seeds=(0, 1))
+    results = tmp_path / "results.json"
+    done = {"config": Q.SPLIT_CONFIGS["B15/N4"], "overrides": [], "seed": 0, "steps": 1000}
+    results.write_text(json.dumps({"quality": {
+        "protocol": {**Q._protocol_key(proto), "seeds": [0, 1]},
+        "splits": {}, "ablations": {}, "budget": {"1000": [done]}}}))
+    seen = []
+    monkeypatch.setattr(Q, "ensure_data", lambda root, p: root)
+    monkeypatch.setattr(Q, "_pool", lambda tasks, **kw: seen.extend(tasks))
+    Q.run_quality(tmp_path, results, proto=proto, splits=[], ablations=[], runs_dir=tmp_path,
+                  budget=[1000, 500], budget_seeds=2)
+    # seed-major, longest budget first within a seed; seed 0 of 1000 steps is already in the file
+    assert [(t.steps, t.seed) for t in seen] == [(500, 0), (1000, 1), (500, 1)]
+    seen.clear()
+    Q.run_quality(tmp_path, results, proto=proto, splits=[], ablations=[], runs_dir=tmp_path,
+                  budget=[1000], budget_seeds=1)
+    assert seen == []                                  # the default: first seed only, done

@@ -78,8 +78,9 @@ def test_budget_table_orders_by_steps_and_plots(tmp_path):
 
     q = {"protocol": {"scenes": 3, "views": 2, "data_seed": 0, "steps": 250, "seeds": [0, 1],
                       "extra": []},
-         "splits": {"B15/N4": [run(250, 20.0, 5.0), {**run(250, 99.0, 99.0), "seed": 1}]},
-         "budget": {"1000": [run(1000, 40.0, 9.0)], "500": [run(500, 30.0, 7.0)]}}
+         "splits": {"B15/N4": [run(250, 20.0, 5.0), {**run(250, 22.0, 7.0), "seed": 1}]},
+         "budget": {"1000": [run(1000, 40.0, 9.0), {**run(1000, 44.0, 11.0), "seed": 1}],
+                    "500": [run(500, 30.0, 7.0)]}}
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "results.json").write_text(json.dumps({"quality": q}))
@@ -87,14 +88,17 @@ def test_budget_table_orders_by_steps_and_plots(tmp_path):
     text = (docs / "RESULTS.md").read_text()
     rows = [ln for ln in text.splitlines() if ln.startswith("| 250 |") or ln.startswith("| 500 |")
             or ln.startswith("| 1000 |")]
-    # seed 0 of the protocol run only, then the extra budgets in increasing order
-    assert rows == ["| 250 | 1000 | 10.0 | 20.0 | 5.0 | 20.0 | 5.0 | 5.0 |",
-                    "| 500 | 2000 | 10.0 | 30.0 | 7.0 | 30.0 | 7.0 | 7.0 |",
-                    "| 1000 | 4000 | 10.0 | 40.0 | 9.0 | 40.0 | 9.0 | 9.0 |"]
+    # every seed of each budget (mean ± half-range), in increasing order of steps
+    assert rows == [
+        "| 250 | 0, 1 | 1000 | 10.0 ± 0.0 | 21.0 ± 1.0 | 6.0 ± 1.0 | 21.0 ± 1.0 | 6.0 ± 1.0 | "
+        "6.0 ± 1.0 |",
+        "| 500 | 0 | 2000 | 10.0 | 30.0 | 7.0 | 30.0 | 7.0 | 7.0 |",
+        "| 1000 | 0, 1 | 4000 | 10.0 ± 0.0 | 42.0 ± 2.0 | 10.0 ± 1.0 | 42.0 ± 2.0 | 10.0 ± 1.0 | "
+        "10.0 ± 1.0 |"]
     assert (docs / "img" / "quality_vs_budget.png").stat().st_size > 1000
-    # 2 protocol seeds + 2 budgets = 4 distinct runs, 1000 + 1000 + 2000 + 4000 s of training
-    assert "The 4 training runs in this file took 2.2 h" in text
-    assert "about 2.2 h of wall time, so a fresh `make bench` takes about 2.3 h" in text
+    # 5 distinct runs, 1000 + 1000 + 2000 + 4000 + 4000 s of training, + 15 s evaluation each
+    assert "The 5 training runs in this file took 3.3 h" in text
+    assert "about 3.4 h of wall time, so a fresh `make bench` takes about 3.5 h" in text
 
 
 def test_learning3d_table_from_hand_made_curves(tmp_path):
