@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder")
     p.add_argument("--scenes", type=int, default=24, help="synthetic scenes to generate")
     p.add_argument("--views", type=int, default=8, help="views per synthetic scene")
-    p.add_argument("--steps", type=int, default=200, help="training steps (batch of 4 views)")
+    p.add_argument("--steps", type=int, default=120, help="training steps (batch of 4 views)")
     p.add_argument("--config", default="tiny/scannet_b15n4")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
