@@ -1,8 +1,9 @@
 """``python -m benchmarks`` (``make bench``): regenerate docs/RESULTS.md and docs/results.json.
 
 Sections: ``quality`` (synthetic benchmark, three splits x seeds), ``ablations`` (B15/N4),
-``budget`` (the full B15/N4 model at larger training budgets, first seed), ``learning3d`` (diagnostic:
-the 3D network alone at the protocol's budget and two learning rates), ``real`` (ScanNet scene0000_00 with its three frames), ``speed`` (tiny per-view timing, full-size
+``budget`` (the full B15/N4 model at larger training budgets, first seed), ``learning3d``
+(diagnostic: the 3D network alone at the protocol's budget and two learning rates), ``real``
+(ScanNet scene0000_00 with its three frames), ``speed`` (tiny per-view timing, full-size
 forward, segment cost curve, sparse backends and FLOP/s). ``--quick`` runs a tiny version of the
 quality protocol into a scratch folder (used by the test suite); it never touches docs/.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.common import merge_results
 from benchmarks.quality import (ABLATIONS, BUDGET_STEPS, QUICK, SPLIT_CONFIGS, Protocol,
-                                ensure_data, run_quality)
+                                budget_slug, ensure_data, run_quality, split_slug)
 from benchmarks.report import render
 
 SECTIONS = ("quality", "ablations", "budget", "learning3d", "real", "speed")
@@ -90,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
         run_learning3d(results, runs, ensure_data(runs / "bench_data", proto), jobs=a.jobs,
                        curves=[Curve(steps=proto.steps), Curve(steps=proto.steps, lr_3d=0.01)],
-                       checkpoints=[runs / f"{n}_s{proto.seeds[0]}" / "last.pt"
-                                    for n in ("split_B15N4", "budget_500", "budget_1000")])
+                       checkpoints=[runs / f"{n}_s{proto.seeds[0]}" / "last.pt" for n in
+                                    (split_slug("B15/N4"), *map(budget_slug, sorted(budget)))])
     if "real" in a.only and not a.quick:
         from benchmarks.real import run_real
 

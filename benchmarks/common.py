@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,3 +53,12 @@ def merge_results(path: Path, section: str, values: dict) -> None:
     data = json.loads(path.read_text()) if path.is_file() else {}
     data[section] = values
     atomic_write(path, lambda t: Path(t).write_text(json.dumps(data, indent=1, sort_keys=True)))
+
+
+def start_child(module: str, job: dict, log_path: Path, *, threads: int) -> subprocess.Popen:
+    """Run ``python -m <module> JOB_JSON`` with ``threads`` CPU threads, output to ``log_path``
+    (the log file is closed when the process object is garbage-collected)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log = open(log_path, "w")  # noqa: SIM115 (lives as long as the process)
+    return subprocess.Popen([sys.executable, "-m", module, json.dumps(job)], stdout=log,
+                            stderr=subprocess.STDOUT, env=env)

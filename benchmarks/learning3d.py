@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchmarks.common import merge_results
+from benchmarks.common import merge_results, start_child
 from xmask3d.data.batch import IGNORE_LABEL
 from xmask3d.data.dataset import collate_views
 from xmask3d.data.processed import atomic_write
@@ -89,7 +88,7 @@ def train_curve(curve: Curve, data: Path) -> dict:
     val_set = view_dataset(cfg, layout, split="val", mode="eval")
     seen_set = view_dataset(cfg, layout, split=cfg.data.train_split, mode="eval")
     base = text.class_embeddings(list(split.base_names))
-    full = text.class_embeddings([split.class_names[i] for i in range(split.num_classes)])
+    full = text.class_embeddings(list(split.class_names))
     params = [p for m in (model.backbone3d, model.point_proj) for p in m.parameters()]
     opt = build_optimizer([{"params": params, "lr": lr, "weight_decay": cfg.train.weight_decay}])
     sched = build_scheduler(opt, total_steps=curve.steps, warmup_steps=cfg.train.warmup_steps)
@@ -177,24 +176,20 @@ def run_learning3d(results: Path, runs_dir: Path, data: Path, *, curves: list[Cu
     """Run ``curves`` (``jobs`` at a time in child processes), diagnose the novel classes of
     the trained ``checkpoints`` that exist, and store both under ``learning3d`` in
     ``results``."""
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    jobs = max(jobs, 1)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     runs_dir.mkdir(parents=True, exist_ok=True)
     out: list[dict] = []
-    for start in range(0, len(curves), max(jobs, 1)):
+    for start in range(0, len(curves), jobs):
         procs = []
-        for i, c in enumerate(curves[start:start + max(jobs, 1)], start):
-            res = runs_dir / f"learning3d_{i}.json"
+        for i, c in enumerate(curves[start:start + jobs], start):
+            res, log = runs_dir / f"learning3d_{i}.json", runs_dir / f"learning3d_{i}.log"
             job = {"curve": asdict(c), "data": str(data), "out": str(res)}
-            log = open(runs_dir / f"learning3d_{i}.log", "w")  # noqa: SIM115
-            procs.append((res, log, subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.learning3d", json.dumps(job)],
-                stdout=log, stderr=subprocess.STDOUT, env=env)))
+            procs.append((res, log, start_child("benchmarks.learning3d", job, log,
+                                                threads=threads)))
         for res, log, proc in procs:
-            code = proc.wait()
-            log.close()
-            if code != 0:
-                raise RuntimeError(f"learning3d run failed; see {Path(log.name)}")
+            if proc.wait() != 0:
+                raise RuntimeError(f"learning3d run failed; see {log}")
             out.append({**json.loads(res.read_text()), "parallel_jobs": len(procs)})
     gate = [novel_diagnosis(p, data) for p in checkpoints if Path(p).is_file()]
     merge_results(results, "learning3d", {"runs": out, "novel": gate})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import merge_results
+from benchmarks.common import merge_results, start_child
 
 SPLIT_CONFIGS = {"B15/N4": "tiny/scannet_b15n4", "B12/N7": "tiny/scannet_b12n7",
                  "B10/N9": "tiny/scannet_b10n9"}
@@ -98,6 +98,16 @@ def train_and_eval(config: str, overrides: list[str], *, data: Path, out: Path, 
             "eval_s_per_scene": metrics.get("seconds_per_scene"), "predictions": preds}
 
 
+def split_slug(split: str) -> str:
+    """Run-folder prefix of a split's runs (``<runs>/<slug>_s<seed>``), e.g. ``split_B15N4``."""
+    return f"split_{split.replace('/', '')}"
+
+
+def budget_slug(steps: int) -> str:
+    """Run-folder prefix of the full B15/N4 model's runs at a larger budget."""
+    return f"budget_{steps}"
+
+
 def _protocol_key(proto: Protocol) -> dict:
     """What must match for a stored run to count under ``proto`` (every field but the seeds)."""
     key = {k: v for k, v in asdict(proto).items() if k != "seeds"}
@@ -110,10 +120,7 @@ def _child_job(config: str, overrides: list[str], *, data: Path, out: Path, seed
     job = {"config": config, "overrides": overrides, "data": str(data), "out": str(out),
            "seed": seed, "proto": asdict(proto)}
     out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    log = open(out.parent / f"{out.name}.log", "w")  # noqa: SIM115 (closed with the process)
-    return subprocess.Popen([sys.executable, "-m", "benchmarks.quality", json.dumps(job)],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    return start_child("benchmarks.quality", job, out.parent / f"{out.name}.log", threads=threads)
 
 
 @dataclass
@@ -204,12 +211,11 @@ def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
     kinds = ("splits", "ablations", "budget")
     section: dict = {"protocol": {**_protocol_key(proto), "seeds": list(proto.seeds)},
                      **{k: dict(old.get(k, {})) if same else {} for k in kinds}}
-    rows = [("splits", n, SPLIT_CONFIGS[n], [], f"split_{n.replace('/', '')}", None)
-            for n in splits]
+    rows = [("splits", n, SPLIT_CONFIGS[n], [], split_slug(n), None) for n in splits]
     rows += [("ablations", n, SPLIT_CONFIGS["B15/N4"], ABLATIONS[n],
               "abl_" + "".join(c for c in n if c.isalnum())[:40], None)
              for n in ablations if not n.startswith("full")]
-    extra = [("budget", str(s), SPLIT_CONFIGS["B15/N4"], [], f"budget_{s}", s)
+    extra = [("budget", str(s), SPLIT_CONFIGS["B15/N4"], [], budget_slug(s), s)
              for s in sorted(set(budget) - {proto.steps}, reverse=True)]
     done: dict[tuple[str, str], dict[int, dict]] = {}
     for kind, name, config, overrides, _, steps in rows + extra:

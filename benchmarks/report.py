@@ -102,12 +102,12 @@ def budget_tables(q: dict, img_dir: Path | None) -> list[str]:
         lines += ["![quality against budget](img/quality_vs_budget.png)", ""]
     lines += ["| steps | seeds | train s | fused hIoU | fused base | fused novel | 3D-only base | "
               "3D-only novel | 2D-only novel |", "|---|---|---|---|---|---|---|---|---|"]
+    columns = [("fused", "hIoU"), ("fused", "mIoU_base"), ("fused", "mIoU_novel"),
+               ("3d", "mIoU_base"), ("3d", "mIoU_novel"), ("2d", "mIoU_novel")]
     for steps, runs in pts:
-        seeds = ", ".join(str(r["seed"]) for r in runs)
-        lines.append(f"| {steps} | {seeds} | {_train_time(runs)} | {_cell(runs, 'fused', 'hIoU')} | "
-                     f"{_cell(runs, 'fused', 'mIoU_base')} | {_cell(runs, 'fused', 'mIoU_novel')} | "
-                     f"{_cell(runs, '3d', 'mIoU_base')} | {_cell(runs, '3d', 'mIoU_novel')} | "
-                     f"{_cell(runs, '2d', 'mIoU_novel')} |")
+        cells = [", ".join(str(r["seed"]) for r in runs), _train_time(runs),
+                 *(_cell(runs, kind, metric) for kind, metric in columns)]
+        lines.append(f"| {steps} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -156,6 +156,12 @@ PAPER_FINDINGS = {
 }
 
 
+# our fixes claim only to be at least as good as the published behaviour: no difference beyond
+# the seed spread confirms that claim
+NON_INFERIORITY = {"published binary target + mask selection",
+                   "published: unlabelled region = no object"}
+
+
 def ablation_findings(abl: dict) -> list[str]:
     """One sentence per ablation: does the paper's finding hold here, beyond the seed spread?"""
     full = next((runs for name, runs in abl.items() if name.startswith("full")), None)
@@ -178,7 +184,7 @@ def ablation_findings(abl: dict) -> list[str]:
             verdict = "holds"
         elif m - fm > spread:
             verdict = "does not hold (the variant is better)"
-        elif "at least as good" in PAPER_FINDINGS[name]:
+        elif name in NON_INFERIORITY:
             verdict = "holds (no difference beyond the seed spread)"
         else:
             verdict = "is not resolved (difference within the seed spread)"
@@ -353,7 +359,8 @@ def how_to_run(data: dict) -> list[str]:
              "`python -m benchmarks --only quality --jobs 2` (three splits x seeds; `--jobs 2` "
              "trains two seeds at once, one thread each), `--only ablations --jobs 2`, "
              "`--only budget --jobs 2` (the full B15/N4 model at larger budgets), "
-             "`--only learning3d` (diagnostic: the 3D network alone), `--only real` (needs ../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
+             "`--only learning3d` (diagnostic: the 3D network alone), `--only real` (needs "
+             "../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
              "Finished runs of the same protocol are kept in results.json and not re-run; delete "
              "the file to start over."]
     if seen:

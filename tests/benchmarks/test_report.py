@@ -104,7 +104,7 @@ def test_budget_table_orders_by_steps_and_plots(tmp_path):
 def test_learning3d_table_from_hand_made_curves(tmp_path):
     def curve(lr, vals, seen, loss):
         pts = [{"step": s, "train_loss": loss, "val": {"mIoU_base": v, "mIoU_novel": 0.0}}
-               for s, v in zip((50, 100), vals)]
+               for s, v in zip((50, 100), vals, strict=True)]
         return {"lr_3d": lr, "every": 50, "points": pts, "train_s": 120.0, "wall_s": 200.0,
                 "parallel_jobs": 2, "train_scenes": {"mIoU_base": seen, "mIoU_novel": 0.0}}
 
