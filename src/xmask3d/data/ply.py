@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from plyfile import PlyData, PlyElement
+from plyfile import PlyData, PlyElement, PlyParseError
 
 from xmask3d.data.processed import atomic_write
 from xmask3d.errors import DataError
@@ -23,6 +23,11 @@ _COLOR_NAMES = (
     ("diffuse_red", "diffuse_green", "diffuse_blue"),
 )
 _XYZ = ("x", "y", "z")
+# A PLY header is a few hundred bytes; a file without "end_header" this early is not a PLY.
+_MAX_HEADER_BYTES = 1 << 20
+# What plyfile raises on malformed files (fuzz tests: its own parse errors, ValueError from numpy
+# on bad counts or values, UnicodeDecodeError (a ValueError) on binary junk in the header).
+_PLY_ERRORS = (PlyParseError, ValueError, TypeError, EOFError, OSError)
 # Numpy dtypes that PLY can store, and what wider ones are narrowed to on writing.
 _PLY_NARROWING = {
     np.dtype(np.int64): np.dtype(np.int32),
@@ -53,25 +58,30 @@ class PlyCloud:
 
 
 def read_ply(path: str | Path) -> PlyCloud:
-    """Read the ``vertex`` element of an ASCII or binary PLY file.
+    """Read the ``vertex`` element of an ASCII or binary (either endianness) PLY file.
+
+    Other elements (``face`` of a mesh, ...) are ignored: a mesh gives its vertices.
 
     Args:
         path: the ``.ply`` file.
 
     Returns:
         The vertices: xyz (N, 3) float32, optional colours (N, 3) uint8 (float colours in [0, 1]
-        are scaled by 255) and the remaining scalar vertex properties.
+        are scaled by 255) and the remaining scalar vertex properties in native byte order
+        (list-typed extra properties, e.g. per-vertex texture lists, are left out).
 
     Raises:
-        DataError: unreadable file, no ``vertex`` element, missing x/y/z, zero vertices, or
-            non-finite coordinates.
+        DataError: unreadable file, a header that declares more rows than the file can hold,
+            no ``vertex`` element, missing or list-typed x/y/z, zero vertices, or non-finite
+            coordinates.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "PLY file not found")
+    _check_header_counts(path)
     try:
         ply = PlyData.read(str(path))
-    except Exception as exc:  # plyfile raises several unrelated types for malformed files
+    except _PLY_ERRORS as exc:
         raise DataError(path, f"not a readable PLY file ({type(exc).__name__}: {exc})") from exc
     names = [el.name for el in ply.elements]
     if "vertex" not in names:
@@ -81,6 +91,9 @@ def read_ply(path: str | Path) -> PlyCloud:
     missing = [axis for axis in _XYZ if axis not in props]
     if missing:
         raise DataError(path, f"PLY vertex element lacks {missing} (properties: {props})")
+    lists = [n for n in props if vertex.dtype[n].hasobject]
+    if lists and any(n in lists for n in _XYZ):
+        raise DataError(path, "PLY vertex x/y/z are list properties; they must be scalars")
     if len(vertex) == 0:
         raise DataError(path, "PLY has zero vertices")
     points = np.stack([np.asarray(vertex[a], dtype=np.float64) for a in _XYZ], axis=1)
@@ -88,13 +101,38 @@ def read_ply(path: str | Path) -> PlyCloud:
     if bad.any():
         first = int(np.argmax(bad))
         raise DataError(path, f"{int(bad.sum())} vertices have NaN/inf xyz (first: {first})")
-    color_names = next((c for c in _COLOR_NAMES if all(n in props for n in c)), None)
+    color_names = next((c for c in _COLOR_NAMES
+                        if all(n in props and n not in lists for n in c)), None)
     colors = None
     if color_names is not None:
         colors = _to_uint8_colors(np.stack([vertex[n] for n in color_names], axis=1), path)
-    used = set(_XYZ) | set(color_names or ())
-    fields_ = {n: np.asarray(vertex[n]).copy() for n in props if n not in used}
+    if lists:
+        logger.info("%s: list-typed vertex properties %s are ignored", path, lists)
+    used = set(_XYZ) | set(color_names or ()) | set(lists)
+    fields_ = {n: np.asarray(vertex[n]).astype(vertex.dtype[n].newbyteorder("=")) for n in props
+               if n not in used}
     return PlyCloud(points=points.astype(np.float32), colors=colors, fields=fields_)
+
+
+def _check_header_counts(path: Path) -> None:
+    """Refuse a header whose element counts exceed the file size (every row takes >= 1 byte),
+    before plyfile allocates arrays of that many rows."""
+    with path.open("rb") as fh:
+        head = fh.read(_MAX_HEADER_BYTES)
+    if not head.startswith(b"ply"):
+        raise DataError(path, "not a readable PLY file (it does not start with 'ply')")
+    end = head.find(b"end_header")
+    if end < 0:
+        raise DataError(path, "not a readable PLY file (no 'end_header' line in the first "
+                        f"{_MAX_HEADER_BYTES} bytes)")
+    size = path.stat().st_size
+    for line in head[:end].splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == b"element" and words[2].isdigit():
+            if int(words[2]) > size:
+                raise DataError(path, f"PLY header declares {int(words[2])} "
+                                f"{words[1].decode('ascii', 'replace')} rows but the file has "
+                                f"only {size} bytes (truncated or corrupt)")
 
 
 def _to_uint8_colors(raw: np.ndarray, path: Path) -> np.ndarray:

@@ -17,9 +17,13 @@ from PIL import Image
 
 from xmask3d.data.ply import read_ply
 from xmask3d.data.processed import (
+    IMAGE_ERRORS,
     POINT_SUFFIX,
     SCANNET_DEFAULT_INTRINSICS_320x240,
+    first_line,
     load_point_file,
+    read_depth_png,
+    read_image,
     read_intrinsics,
     read_pose,
 )
@@ -27,9 +31,7 @@ from xmask3d.data.scene import Scene, View
 from xmask3d.data.sens import resize_nearest, scale_intrinsics
 from xmask3d.errors import DataError
 
-__all__ = [
-    "load_point_cloud", "load_rgbd_frames", "read_color_image", "read_depth_png", "read_rigid_pose",
-]
+__all__ = ["load_point_cloud", "load_rgbd_frames", "read_color_image", "read_depth_png"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +73,44 @@ def load_point_cloud(path: str | Path, *, name: str | None = None) -> Scene:
     return Scene(name=name, points=points.astype(np.float32), colors=colors, labels=labels)
 
 
-def _read_npy_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_npy_array(path: Path) -> np.ndarray:
+    """Read a ``.npy`` array without pickles, checking the header against the file size first
+    (a corrupt header must not make numpy allocate what the file cannot hold)."""
+    fmt = np.lib.format
     try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"not a readable .npy array ({exc})") from exc
+        with path.open("rb") as fh:
+            version = fmt.read_magic(fh)
+            if version not in ((1, 0), (2, 0), (3, 0)):
+                raise DataError(path, f".npy format version {version} is not supported")
+            if version == (1, 0):
+                shape, fortran, dtype = fmt.read_array_header_1_0(fh)
+            else:
+                shape, fortran, dtype = fmt.read_array_header_2_0(fh)
+            if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
+                raise DataError(path, f"array of dtype {dtype} (objects or records); expected "
+                                "a plain numeric (N, 3) or (N, 6) array")
+            need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            have = path.stat().st_size - fh.tell()
+            if need > have:
+                raise DataError(path, f"truncated .npy file: a {shape} {dtype} array needs "
+                                f"{need} bytes, the file holds {have}")
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError) as exc:  # bad magic/header (ValueError), I/O
+        raise DataError(path, f"not a readable .npy array ({first_line(exc)})") from exc
+
+
+def _read_npy_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    arr = _read_npy_array(path)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise DataError(path, f"array of dtype {arr.dtype}; expected integers or floats")
     if arr.ndim != 2 or arr.shape[1] not in (3, 6) or len(arr) == 0:
+        hint = (" (transposed? save it as (N, 3) or (N, 6))"
+                if arr.ndim == 2 and arr.shape[0] in (3, 6) and arr.shape[1] > 0 else "")
         raise DataError(path, f"expected a non-empty (N, 3) or (N, 6) [xyz rgb] array, "
-                        f"got {arr.shape}")
+                        f"got shape {arr.shape}{hint}")
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
         raise DataError(path, "array contains NaN/inf")
@@ -92,38 +124,9 @@ def _read_npy_cloud(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return arr[:, :3], np.rint(rgb).astype(np.uint8)
 
 
-def read_rigid_pose(path: str | Path) -> np.ndarray:
-    """Read a 4x4 camera-to-world pose: finite, last row (0, 0, 0, 1), rotation with det +1."""
-    pose = read_pose(path)
-    if np.linalg.det(pose[:3, :3]) < 0:
-        raise DataError(path, "pose rotation has determinant -1 (a reflection, not rigid)")
-    return pose
-
-
-def read_depth_png(path: str | Path, *, scale: float = 1000.0) -> np.ndarray:
-    """Read a uint16 depth PNG as (H, W) float32 metres; 0 and 65535 mean invalid (-> 0)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            raw = np.asarray(img)
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"unreadable depth image ({exc})") from exc
-    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
-        raise DataError(path, f"depth must be a single-channel 16-bit PNG, got {raw.dtype} "
-                        f"{raw.shape}")
-    raw = raw.astype(np.int64)
-    depth = (raw / scale).astype(np.float32)
-    depth[(raw == 0) | (raw == 65535)] = 0.0
-    return depth
-
-
 def read_color_image(path: str | Path) -> np.ndarray:
     """Read an image file as (H, W, 3) uint8 RGB."""
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"unreadable colour image ({exc})") from exc
+    return read_image(path, "RGB", what="colour image")
 
 
 def _fit_depth(depth: np.ndarray, hw: tuple[int, int], path: Path) -> np.ndarray:
@@ -153,7 +156,7 @@ def _make_view(name: str, color_path: Path, pose_path: Path, depth_path: Path | 
     depth = None
     if depth_path is not None and depth_path.is_file():
         depth = _fit_depth(read_depth_png(depth_path), color.shape[:2], depth_path)
-    return View(name=name, color=color, pose=read_rigid_pose(pose_path), intrinsics=K.copy(),
+    return View(name=name, color=color, pose=read_pose(pose_path), intrinsics=K.copy(),
                 depth=depth)
 
 
@@ -185,8 +188,12 @@ def _load_export(folder: Path) -> list[View]:
                           if p.suffix.lower() in _COLOR_EXTS), key=lambda p: _frame_key(p.stem))
     if not color_files:
         raise DataError(folder / "color", "no colour images (.jpg/.png)")
-    with Image.open(color_files[0]) as first:
-        K = _export_intrinsics(folder, first.size)
+    try:
+        with Image.open(color_files[0]) as first:
+            size = first.size
+    except IMAGE_ERRORS as exc:
+        raise DataError(color_files[0], f"unreadable colour image ({first_line(exc)})") from exc
+    K = _export_intrinsics(folder, size)
     return [_make_view(c.stem, c, folder / "pose" / f"{c.stem}.txt",
                        folder / "depth" / f"{c.stem}.png", K) for c in color_files]
 
@@ -209,10 +216,17 @@ def load_rgbd_frames(folder: str | Path) -> list[View]:
     if not folder.is_dir():
         raise DataError(folder, "frame folder not found")
     if (folder / "color").is_dir():
-        return _load_export(folder)
-    color_files = sorted((p for p in folder.glob("*.color.*") if p.suffix.lower() in _COLOR_EXTS),
-                         key=lambda p: _frame_key(p.name.split(".color.")[0]))
-    if color_files:
-        return _load_sevenscenes(folder, color_files)
-    raise DataError(folder, "no RGB-D frames: expected color/ depth/ pose/ sub-folders or "
-                    "frame-*.color.jpg files with .pose.txt and .depth.png")
+        views = _load_export(folder)
+    else:
+        color_files = sorted(
+            (p for p in folder.glob("*.color.*") if p.suffix.lower() in _COLOR_EXTS),
+            key=lambda p: _frame_key(p.name.split(".color.")[0]))
+        if not color_files:
+            raise DataError(folder, "no RGB-D frames: expected color/ depth/ pose/ sub-folders or "
+                            "frame-*.color.jpg files with .pose.txt and .depth.png")
+        views = _load_sevenscenes(folder, color_files)
+    no_depth = sum(v.depth is None for v in views)
+    if no_depth:
+        logger.warning("%s: %d of %d frames have no depth map; their visibility comes from a "
+                       "z-buffer of the scan's own points", folder, no_depth, len(views))
+    return views

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,21 @@ def _numpy_safe_globals() -> list:
     return found
 
 
+# What ``torch.load(weights_only=True)`` raises on truncated, corrupt or foreign bytes (zip
+# reader: RuntimeError/OSError; restricted unpickler: UnpicklingError, UnicodeDecodeError,
+# KeyError, IndexError, TypeError, ...), as seen by the fuzz tests in tests/data and tests/engine.
+TORCH_LOAD_ERRORS: tuple[type[BaseException], ...] = (
+    RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError, LookupError, TypeError,
+    AttributeError, OverflowError,
+)
+
+
+def first_line(exc: BaseException) -> str:
+    """``"TypeName: first line of the message"`` (at most 200 characters of it)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
 def safe_torch_load(path: str | Path):
     """``torch.load`` restricted to tensors, containers and numpy arrays."""
     path = Path(path)
@@ -73,9 +90,8 @@ def safe_torch_load(path: str | Path):
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncation, zip errors, disallowed globals
-        raise DataError(path, f"cannot be read as a safe torch file ({type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:200]})") from exc
+    except TORCH_LOAD_ERRORS as exc:
+        raise DataError(path, f"cannot be read as a safe torch file ({first_line(exc)})") from exc
 
 
 def save_point_file(path: str | Path, points: np.ndarray, colors: np.ndarray,
@@ -99,8 +115,27 @@ def _save_torch(obj, tmp: str) -> None:
         torch.save(obj, f)
 
 
-def _as_array(x) -> np.ndarray:
-    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+def numeric_array(x, path: str | Path, what: str) -> np.ndarray:
+    """``x`` (numpy array or dense tensor) as a numpy array of a real integer or float dtype.
+
+    Raises:
+        DataError: (naming ``path`` and ``what``) for anything else: strings, objects, ragged
+            lists, complex, bool, structured or sparse data.
+    """
+    if isinstance(x, torch.Tensor):
+        if x.layout != torch.strided:
+            raise DataError(path, f"{what} is a {x.layout} tensor; expected a dense array")
+        if x.is_complex() or x.dtype == torch.bool:
+            raise DataError(path, f"{what} has dtype {x.dtype}; expected integers or floats")
+        x = x.detach().cpu()
+        arr = (x.float() if x.is_floating_point() and x.element_size() < 4 else x).numpy()
+    elif isinstance(x, np.ndarray):
+        arr = x
+    else:
+        raise DataError(path, f"{what} is a {type(x).__name__}; expected an array or tensor")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise DataError(path, f"{what} has dtype {arr.dtype}; expected integers or floats")
+    return arr
 
 
 def load_point_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -109,21 +144,31 @@ def load_point_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     Returns:
         points (N, 3) float32, colors (N, 3) uint8, labels (N,) int64 with ``IGNORE_LABEL``
         (values -100 and 255 both mean ignore; an unlabelled file gives all-ignore labels).
+
+    Raises:
+        DataError: unreadable file, not a tuple, arrays of the wrong type, shape or length,
+            non-finite coordinates, colours or labels.
     """
     data = safe_torch_load(path)
     if not isinstance(data, (tuple, list)) or len(data) < 2:
         raise DataError(path, "expected a tuple (coords, colors[, labels, ...])")
-    points, colors = _as_array(data[0]), _as_array(data[1])
+    points = numeric_array(data[0], path, "coords")
+    colors = numeric_array(data[1], path, "colors")
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
         raise DataError(path, f"coords must be a non-empty (N, 3) array, got {points.shape}")
     if not np.all(np.isfinite(points)):
         raise DataError(path, "coords contain NaN or infinite values")
     if colors.shape != points.shape:
         raise DataError(path, f"colors {colors.shape} do not match coords {points.shape}")
-    labels = _as_array(data[2]) if len(data) > 2 else np.full(len(points), IGNORE_LABEL)
+    if not np.all(np.isfinite(colors)):
+        raise DataError(path, "colors contain NaN or infinite values")
+    labels = (numeric_array(data[2], path, "labels") if len(data) > 2
+              else np.full(len(points), IGNORE_LABEL))
     if labels.shape != (len(points),):
         raise DataError(path, f"labels length {labels.shape} differs from {len(points)} points")
-    labels = labels.astype(np.int64)
+    if not np.all(np.isfinite(labels)):
+        raise DataError(path, "labels contain NaN or infinite values")
+    labels = np.clip(labels, -1, 2**31).astype(np.int64)
     labels[(labels < 0) | (labels == 255)] = IGNORE_LABEL
     rgb = np.clip(np.round((colors.astype(np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
     return points.astype(np.float32), rgb, labels
@@ -133,9 +178,11 @@ def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     if not path.is_file():
         raise DataError(path, "file not found")
     try:
-        mat = np.loadtxt(path, dtype=np.float64, ndmin=2)
-    except ValueError as exc:
-        raise DataError(path, f"not a numeric matrix ({exc})") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": the shape check says it
+            mat = np.loadtxt(path, dtype=np.float64, ndmin=2)
+    except ValueError as exc:  # includes UnicodeDecodeError
+        raise DataError(path, f"not a numeric matrix ({first_line(exc)})") from exc
     if mat.shape == (4, 4) and shape == (3, 3):
         mat = mat[:3, :3]
     if mat.shape != shape:
@@ -145,20 +192,49 @@ def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return mat
 
 
+# Tolerance of the rigidity check: |R R^T - I| and |det R - 1| (poses are often saved with 6
+# decimals or as float32) and of the last row (0, 0, 0, 1).
+RIGID_TOL = 1e-3
+
+
+def rigid_pose_problem(pose: np.ndarray) -> str | None:
+    """Why a finite 4x4 matrix is not a rigid camera-to-world transform, or ``None`` if it is.
+
+    Rigid: the last row is (0, 0, 0, 1) and the 3x3 block is a rotation (orthonormal, det +1),
+    both within :data:`RIGID_TOL`.
+    """
+    rot = pose[:3, :3]
+    if not np.allclose(pose[3], [0, 0, 0, 1], atol=RIGID_TOL):
+        return f"pose last row is {np.round(pose[3], 4).tolist()}, not [0, 0, 0, 1]"
+    err = float(np.abs(rot @ rot.T - np.eye(3)).max())
+    if err > RIGID_TOL:
+        return (f"pose rotation is not orthonormal (|R R^T - I| = {err:.3g} > {RIGID_TOL}); "
+                "not a rigid camera-to-world transform (scaled or sheared?)")
+    det = float(np.linalg.det(rot))
+    if abs(det - 1.0) > RIGID_TOL:
+        return (f"pose rotation has determinant {det:.3f} (a reflection, not rigid)" if det < 0
+                else f"pose rotation has determinant {det:.4f}, not 1; not rigid")
+    return None
+
+
 def read_pose(path: str | Path) -> np.ndarray:
-    """Read a 4x4 camera-to-world pose and check it is a rigid transform."""
+    """Read a 4x4 camera-to-world pose: finite and rigid (see :func:`rigid_pose_problem`)."""
     path = Path(path)
     pose = _read_matrix(path, (4, 4))
-    rot = pose[:3, :3]
-    if not np.allclose(rot @ rot.T, np.eye(3), atol=1e-3) or not np.allclose(
-            pose[3], [0, 0, 0, 1], atol=1e-6):
-        raise DataError(path, "pose is not a rigid camera-to-world transform")
+    problem = rigid_pose_problem(pose)
+    if problem is not None:
+        raise DataError(path, problem)
     return pose
 
 
 def read_intrinsics(path: str | Path) -> np.ndarray:
-    """Read a 3x3 (or 4x4) pinhole intrinsics matrix."""
-    return _read_matrix(Path(path), (3, 3))
+    """Read a 3x3 (or 4x4) pinhole intrinsics matrix: fx, fy > 0 and last row (0, 0, 1)."""
+    path = Path(path)
+    K = _read_matrix(path, (3, 3))
+    if not (K[0, 0] > 0 and K[1, 1] > 0) or not np.allclose(K[2], [0, 0, 1], atol=1e-6):
+        raise DataError(path, f"not pinhole intrinsics (need fx, fy > 0 and last row 0 0 1): "
+                        f"{np.round(K, 4).tolist()}")
+    return K
 
 
 def _write_png16(arr: np.ndarray, path: str) -> None:
@@ -189,7 +265,7 @@ def write_intrinsics(root: str | Path, scene: str | None, K: np.ndarray) -> None
 def write_captions(root: str | Path, captions: dict[str, dict[str, str]]) -> None:
     """Merge ``captions`` into ``<root>/captions.json``."""
     path = Path(root) / "captions.json"
-    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged = read_captions(path)
     for scene, frames in captions.items():
         merged.setdefault(scene, {}).update({str(k): str(v) for k, v in frames.items()})
     atomic_write(path, lambda t: Path(t).write_text(json.dumps(merged, indent=1, sort_keys=True)))
@@ -201,17 +277,66 @@ def write_label_200(root: str | Path, split: str, scene: str, raw_ids: np.ndarra
     atomic_write(path, lambda t: np.savetxt(t, np.asarray(raw_ids, dtype=np.int64), "%d"))
 
 
-def _read_image(path: Path, mode: str | None = None) -> np.ndarray:
+# What Pillow raises on a truncated, corrupt or hostile image file (fuzz tests: OSError and its
+# UnidentifiedImageError, ValueError, SyntaxError "broken PNG file", decompression bombs).
+IMAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
+)
+
+
+def read_image(path: str | Path, mode: str | None = None, *, what: str = "image") -> np.ndarray:
+    """Read an image file fully (optionally converted to a PIL ``mode``) as a numpy array.
+
+    Raises:
+        DataError: missing or unreadable file (naming it and ``what`` it should be).
+    """
+    path = Path(path)
     if not path.is_file():
-        raise DataError(path, "file not found")
+        raise DataError(path, f"{what} file not found")
     try:
         with Image.open(path) as img:
             img.load()
             if mode is not None:
                 img = img.convert(mode)
             return np.asarray(img)
-    except (OSError, ValueError) as exc:
-        raise DataError(path, f"unreadable image ({exc})") from exc
+    except IMAGE_ERRORS as exc:
+        raise DataError(path, f"unreadable {what} ({first_line(exc)})") from exc
+
+
+def read_depth_png(path: str | Path, *, scale: float = 1000.0) -> np.ndarray:
+    """Read a 16-bit depth PNG as (H, W) float32 metres; 0 and 65535 mean invalid (-> 0).
+
+    Raises:
+        DataError: unreadable file, or not a single-channel image of 16-bit (or wider) integers.
+    """
+    raw = read_image(path, what="depth image")
+    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer) or raw.dtype.itemsize < 2:
+        raise DataError(path, f"depth must be a single-channel 16-bit PNG (millimetres), got "
+                        f"{raw.dtype} {raw.shape}")
+    raw = raw.astype(np.int64)
+    depth = (raw / scale).astype(np.float32)
+    depth[(raw <= 0) | (raw == 65535)] = 0.0
+    return depth
+
+
+def read_captions(path: str | Path) -> dict[str, dict[str, str]]:
+    """Read a caption JSON ``{scene: {frame: caption}}``; a missing file means no captions.
+
+    Raises:
+        DataError: not UTF-8, not JSON, or not an object of objects of strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DataError(path, f"invalid JSON ({first_line(exc)})") from exc
+    if not isinstance(data, dict) or not all(
+            isinstance(frames, dict) and all(isinstance(c, str) for c in frames.values())
+            for frames in data.values()):
+        raise DataError(path, 'captions must be a JSON object {"scene": {"frame": "caption"}}')
+    return data
 
 
 def _frame_key(name: str) -> tuple[int, str]:
@@ -253,8 +378,13 @@ class ProcessedLayout:
             txt = self.root / "scannet_3d_200" / split / f"{scene}.txt"
             if not txt.is_file():
                 raise DataError(txt, "ScanNet200 labels requested but the label file is missing")
-            raw = np.loadtxt(txt, dtype=np.int64, ndmin=1)
-            if raw.shape != (len(points),):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # an empty file: the length check says it
+                    raw = np.loadtxt(txt, dtype=np.int64, ndmin=1)
+            except ValueError as exc:  # includes UnicodeDecodeError
+                raise DataError(txt, f"not one integer label per line ({first_line(exc)})") from exc
+            if raw.ndim != 1 or raw.shape != (len(points),):
                 raise DataError(txt, f"{len(raw)} labels for {len(points)} points")
             labels = raw_to_scannet200(raw)
         return Scene(name=scene, points=points, colors=colors, labels=labels)
@@ -282,30 +412,29 @@ class ProcessedLayout:
 
     def caption(self, scene: str, frame: str) -> str | None:
         if self._captions is None:
-            self._captions = {}
-            if self.captions_file.is_file():
-                try:
-                    self._captions = json.loads(self.captions_file.read_text())
-                except json.JSONDecodeError as exc:
-                    raise DataError(self.captions_file, f"invalid JSON ({exc})") from exc
+            self._captions = read_captions(self.captions_file)
         return self._captions.get(scene, {}).get(frame)
 
     def load_view(self, scene: str, frame: str, *, label_set: str = "scannet20") -> View:
         """Load one frame: colour, depth (if present), pose, intrinsics, labels, caption."""
         base = self.scene_2d_dir(scene)
-        color = _read_image(base / "color" / f"{frame}.jpg", "RGB")
+        color = read_image(base / "color" / f"{frame}.jpg", "RGB", what="colour image")
         hw = color.shape[:2]
         depth = None
         depth_path = base / "depth" / f"{frame}.png"
         if depth_path.is_file():
-            depth = _read_image(depth_path).astype(np.float32) / 1000.0
+            depth = read_depth_png(depth_path)
             if depth.shape != hw:
                 raise DataError(depth_path, f"depth size {depth.shape} differs from colour {hw}")
         label = None
         label_dir = "label_200" if label_set == "scannet200" else "label"
         label_path = base / label_dir / f"{frame}.png"
         if label_path.is_file():
-            ids = _read_image(label_path).astype(np.int64)
+            ids = read_image(label_path, what="label image")
+            if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+                raise DataError(label_path, f"label image must be single-channel integer ids, got "
+                                f"{ids.dtype} {ids.shape}")
+            ids = ids.astype(np.int64)
             if ids.shape != hw:
                 raise DataError(label_path, f"label size {ids.shape} differs from colour {hw}")
             label = map_2d_label_ids(ids, label_set)
