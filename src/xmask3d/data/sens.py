@@ -21,7 +21,14 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from xmask3d.data.processed import atomic_write, write_intrinsics, write_view
+from xmask3d.data.processed import (
+    IMAGE_ERRORS,
+    atomic_write,
+    first_line,
+    rigid_pose_problem,
+    write_intrinsics,
+    write_view,
+)
 from xmask3d.errors import DataError
 
 __all__ = [
@@ -35,6 +42,7 @@ SENS_VERSION = 4
 COLOR_COMPRESSION = {-1: "unknown", 0: "raw", 1: "png", 2: "jpeg"}
 DEPTH_COMPRESSION = {-1: "unknown", 0: "raw_ushort", 1: "zlib_ushort", 2: "occi_ushort"}
 _FRAME_HEAD = struct.Struct("<16f4Q")  # pose, timestamp colour/depth, size colour/depth
+MAX_IMAGE_SIDE = 16384  # larger colour/depth sizes in a header mean a corrupt file
 
 
 @dataclass
@@ -100,6 +108,7 @@ class SensReader:
         if not self.path.is_file():
             raise DataError(self.path, ".sens file not found")
         self._fh: BinaryIO = self.path.open("rb")
+        self._size = self.path.stat().st_size
         try:
             self.header = self._read_header()
         except BaseException:
@@ -133,7 +142,10 @@ class SensReader:
         (name_len,) = self._read("<Q", "sensor name length")
         if name_len > 1 << 16:
             raise DataError(self.path, f"sensor-name length {name_len}: not a .sens file")
-        name = self._fh.read(name_len).decode("utf-8", errors="replace")
+        raw_name = self._fh.read(name_len)
+        if len(raw_name) != name_len:
+            raise DataError(self.path, "truncated .sens file while reading the sensor name")
+        name = raw_name.decode("utf-8", errors="replace")
         mats = [self._read_matrix(w) for w in ("colour intr.", "colour extr.", "depth intr.",
                                                "depth extr.")]
         c_comp, d_comp = self._read("<ii", "compression types")
@@ -144,9 +156,12 @@ class SensReader:
         cw, ch, dw, dh = self._read("<4I", "image sizes")
         (shift,) = self._read("<f", "depth shift")
         (num_frames,) = self._read("<Q", "frame count")
-        if min(cw, ch, dw, dh) == 0 or not shift > 0:
+        if (min(cw, ch, dw, dh) == 0 or max(cw, ch, dw, dh) > MAX_IMAGE_SIDE
+                or not 0 < shift < float("inf")):
             raise DataError(self.path, f"bad header: colour {cw}x{ch}, depth {dw}x{dh}, "
                             f"depth shift {shift}")
+        if not all(np.isfinite(m).all() for m in mats):
+            raise DataError(self.path, "bad header: camera matrices with NaN/inf entries")
         return SensHeader(version, name, *mats, COLOR_COMPRESSION[c_comp],
                           DEPTH_COMPRESSION[d_comp], (cw, ch), (dw, dh), float(shift), num_frames)
 
@@ -162,6 +177,9 @@ class SensReader:
                                 f"{self.header.num_frames}")
             values = _FRAME_HEAD.unpack(buf)
             t_color, t_depth, n_color, n_depth = values[16:]
+            if n_color + n_depth > self._size - self._fh.tell():
+                raise DataError(self.path, f"truncated .sens file in the images of frame {index} "
+                                f"({n_color} + {n_depth} bytes announced)")
             if index % skip:
                 self._fh.seek(n_color + n_depth, io.SEEK_CUR)
                 continue
@@ -180,8 +198,9 @@ class SensReader:
             else:
                 with Image.open(io.BytesIO(frame.color_data)) as pil:
                     img = np.asarray(pil.convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise DataError(self.path, f"frame {frame.index}: undecodable colour ({exc})") from exc
+        except IMAGE_ERRORS as exc:
+            raise DataError(self.path, f"frame {frame.index}: undecodable colour "
+                            f"({first_line(exc)})") from exc
         if img.shape != (h, w, 3):
             raise DataError(self.path, f"frame {frame.index}: colour is {img.shape[1]}x"
                             f"{img.shape[0]}, header says {w}x{h}")
@@ -192,8 +211,8 @@ class SensReader:
         w, h = self.header.depth_wh
         data = frame.depth_data
         if self.header.depth_compression == "zlib_ushort":
-            try:
-                data = zlib.decompress(data)
+            try:  # at most one byte more than expected: a corrupt stream cannot inflate further
+                data = zlib.decompressobj().decompress(data, w * h * 2 + 1)
             except zlib.error as exc:
                 raise DataError(self.path, f"frame {frame.index}: bad zlib depth ({exc})") from exc
         if len(data) != w * h * 2:
@@ -361,8 +380,11 @@ def export_sens(
         hdr = reader.header
         write_intrinsics(root, scene, scale_intrinsics(hdr.intrinsic_color, hdr.color_wh, size))
         for frame in reader.frames(skip=frame_skip):
-            if not np.isfinite(frame.pose).all():
-                logger.warning("%s: frame %d has an invalid pose; skipped", sens_path, frame.index)
+            problem = ("not finite (lost tracking)" if not np.isfinite(frame.pose).all()
+                       else rigid_pose_problem(frame.pose))
+            if problem is not None:
+                logger.warning("%s: frame %d has an invalid pose (%s); skipped", sens_path,
+                               frame.index, problem)
                 continue
             color = _resize_color(reader.decode_color(frame), size)
             depth = resize_nearest(reader.decode_depth(frame), size)

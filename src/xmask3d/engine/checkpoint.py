@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from xmask3d.config import XMask3DConfig, from_dict, to_dict
-from xmask3d.data.processed import atomic_write
+from xmask3d.data.processed import TORCH_LOAD_ERRORS, atomic_write, first_line
 from xmask3d.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -76,11 +76,6 @@ def export_model_checkpoint(src: str | Path, dest: str | Path) -> Path:
     return save_checkpoint(dest, payload)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
 def load_checkpoint(path: str | Path, *,
                     expected_config: XMask3DConfig | None = None) -> dict[str, Any]:
     """Read and validate a checkpoint (on CPU, ``weights_only=True``).
@@ -101,9 +96,9 @@ def load_checkpoint(path: str | Path, *,
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip/pickle/unpickler errors on truncated or foreign bytes
+    except TORCH_LOAD_ERRORS as exc:  # zip/pickle/unpickler errors on truncated/foreign bytes
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint, cannot be read "
-                              f"({_first_line(exc)})") from exc
+                              f"({first_line(exc)})") from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an xmask3d checkpoint (no "
                               f"format={CHECKPOINT_FORMAT!r} marker)")
@@ -114,6 +109,7 @@ def load_checkpoint(path: str | Path, *,
     missing = [k for k in _REQUIRED if k not in data]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks the entries {missing}")
+    _check_entries(data, path)
     data["config"] = checkpoint_config(data["config"], path)
     if expected_config is not None:
         diff = architecture_diff(data["config"], expected_config)
@@ -121,6 +117,18 @@ def load_checkpoint(path: str | Path, *,
             raise CheckpointError(f"{path}: the checkpoint's architecture differs from the "
                                   "config (checkpoint vs config):\n  " + "\n  ".join(diff))
     return data
+
+
+def _check_entries(data: dict[str, Any], path: Path) -> None:
+    """Types of the required entries: a ``{name: tensor}`` model, integer epoch and step."""
+    model = data["model"]
+    if not isinstance(model, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
+        raise CheckpointError(f"{path}: the 'model' entry is not a {{name: tensor}} state dict")
+    for key in ("epoch", "step"):
+        value = data[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{path}: '{key}' is {value!r}, not a non-negative integer")
 
 
 def checkpoint_config(raw: Any, path: str | Path) -> XMask3DConfig:
