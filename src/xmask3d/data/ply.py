@@ -26,8 +26,9 @@ _XYZ = ("x", "y", "z")
 # A PLY header is a few hundred bytes; a file without "end_header" this early is not a PLY.
 _MAX_HEADER_BYTES = 1 << 20
 # What plyfile raises on malformed files (fuzz tests: its own parse errors, ValueError from numpy
-# on bad counts or values, UnicodeDecodeError (a ValueError) on binary junk in the header).
-_PLY_ERRORS = (PlyParseError, ValueError, TypeError, EOFError, OSError)
+# on bad counts or values, OverflowError on an ASCII value out of its type's range,
+# UnicodeDecodeError (a ValueError) on binary junk in the header).
+_PLY_ERRORS = (PlyParseError, ValueError, TypeError, OverflowError, EOFError, OSError)
 # Numpy dtypes that PLY can store, and what wider ones are narrowed to on writing.
 _PLY_NARROWING = {
     np.dtype(np.int64): np.dtype(np.int32),
