@@ -10,6 +10,7 @@ is left unchanged.
 from __future__ import annotations
 
 import logging
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,10 @@ def load_point_cloud(path: str | Path, *, name: str | None = None) -> Scene:
         colors = np.full((len(points), 3), GREY, dtype=np.uint8)
     if name is None:
         name = path.name[: -len(POINT_SUFFIX)] if path.name.endswith(POINT_SUFFIX) else path.stem
-    return Scene(name=name, points=points.astype(np.float32), colors=colors, labels=labels)
+    points = points.astype(np.float32)
+    if not np.isfinite(points).all():
+        raise DataError(path, "coordinates beyond the float32 range (|x| > 3.4e38)")
+    return Scene(name=name, points=points, colors=colors, labels=labels)
 
 
 def _read_npy_array(path: Path) -> np.ndarray:
@@ -98,7 +102,8 @@ def _read_npy_array(path: Path) -> np.ndarray:
             return np.load(fh, allow_pickle=False)
     except DataError:
         raise
-    except (OSError, ValueError, EOFError) as exc:  # bad magic/header (ValueError), I/O
+    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError) as exc:
+        # bad magic or header: ValueError; a garbled header dict: SyntaxError/TokenError (fuzz)
         raise DataError(path, f"not a readable .npy array ({first_line(exc)})") from exc
 
 
