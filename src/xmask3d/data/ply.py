@@ -97,7 +97,9 @@ def read_ply(path: str | Path) -> PlyCloud:
         raise DataError(path, "PLY vertex x/y/z are list properties; they must be scalars")
     if len(vertex) == 0:
         raise DataError(path, "PLY has zero vertices")
-    points = np.stack([np.asarray(vertex[a], dtype=np.float64) for a in _XYZ], axis=1)
+    with np.errstate(over="ignore"):  # doubles beyond the float32 range become inf: refused
+        points = np.stack([np.asarray(vertex[a], dtype=np.float64) for a in _XYZ],
+                          axis=1).astype(np.float32)
     bad = ~np.isfinite(points).all(axis=1)
     if bad.any():
         first = int(np.argmax(bad))
@@ -112,7 +114,7 @@ def read_ply(path: str | Path) -> PlyCloud:
     used = set(_XYZ) | set(color_names or ()) | set(lists)
     fields_ = {n: np.asarray(vertex[n]).astype(vertex.dtype[n].newbyteorder("=")) for n in props
                if n not in used}
-    return PlyCloud(points=points.astype(np.float32), colors=colors, fields=fields_)
+    return PlyCloud(points=points, colors=colors, fields=fields_)
 
 
 def _check_header_counts(path: Path) -> None:

@@ -71,7 +71,8 @@ def load_point_cloud(path: str | Path, *, name: str | None = None) -> Scene:
         colors = np.full((len(points), 3), GREY, dtype=np.uint8)
     if name is None:
         name = path.name[: -len(POINT_SUFFIX)] if path.name.endswith(POINT_SUFFIX) else path.stem
-    points = points.astype(np.float32)
+    with np.errstate(over="ignore"):
+        points = points.astype(np.float32)
     if not np.isfinite(points).all():
         raise DataError(path, "coordinates beyond the float32 range (|x| > 3.4e38)")
     return Scene(name=name, points=points, colors=colors, labels=labels)

@@ -63,7 +63,10 @@ def atomic_write(path: str | Path, write_fn) -> None:
 def _numpy_safe_globals() -> list:
     core = getattr(np, "_core", None) or np.core  # numpy 2 renamed core -> _core
     found = [np.ndarray, np.dtype, core.multiarray._reconstruct, bytes]
-    found += [type(np.dtype(t)) for t in ("f4", "f8", "i4", "i8", "u1", "u2", "u4", "i2", "bool")]
+    # dtype classes only (no code): every numeric kind, so that a float16/complex/text array is
+    # refused by the shape and dtype checks with a clear message, not as an "unsafe" file
+    found += [type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "u2",
+                                          "u4", "u8", "bool", "c8", "c16", "U1", "S1")]
     return found
 
 
@@ -156,8 +159,10 @@ def load_point_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     colors = numeric_array(data[1], path, "colors")
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
         raise DataError(path, f"coords must be a non-empty (N, 3) array, got {points.shape}")
+    with np.errstate(over="ignore"):
+        points = points.astype(np.float32)
     if not np.all(np.isfinite(points)):
-        raise DataError(path, "coords contain NaN or infinite values")
+        raise DataError(path, "coords contain NaN or infinite values (or beyond float32)")
     if colors.shape != points.shape:
         raise DataError(path, f"colors {colors.shape} do not match coords {points.shape}")
     if not np.all(np.isfinite(colors)):
@@ -171,7 +176,7 @@ def load_point_file(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     labels = np.clip(labels, -1, 2**31).astype(np.int64)
     labels[(labels < 0) | (labels == 255)] = IGNORE_LABEL
     rgb = np.clip(np.round((colors.astype(np.float64) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return points.astype(np.float32), rgb, labels
+    return points, rgb, labels
 
 
 def _read_matrix(path: Path, shape: tuple[int, int]) -> np.ndarray:
