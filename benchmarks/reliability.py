@@ -449,12 +449,16 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"machine": f"{platform.machine()} ({os.cpu_count()} cores)",
             "threads": os.environ.get("OMP_NUM_THREADS", "2"),
             "date": time.strftime("%Y-%m-%d"), "room_points": len(room()[0])}
-    out = Path(args.out)
     if not args.only:
-        text = render(rows, meta)
-        atomic_write(out / "reliability.md", lambda t: Path(t).write_text(text))
-        merge_results(out / "results.json", "reliability", {"rows": rows, **meta})
+        write_report(Path(args.out), rows, meta)
     return 0
+
+
+def write_report(out: Path, rows: list[dict], meta: dict) -> None:
+    """``reliability.md`` and the ``reliability`` key of ``results.json`` (others kept)."""
+    text = render(rows, meta)
+    atomic_write(out / "reliability.md", lambda t: Path(t).write_text(text))
+    merge_results(out / "results.json", "reliability", {"rows": rows, **meta})
 
 
 if __name__ == "__main__":
