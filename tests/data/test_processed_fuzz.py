@@ -108,7 +108,7 @@ def test_pth_of_any_structure_loads_exactly_or_is_refused(tmp_path, time_guard, 
     assert (got is None) == (want is None), (type(obj), [getattr(e, "dtype", e)
                                                         for e in entries])
     if got is not None:
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(g, w)
 
 

@@ -55,7 +55,7 @@ def test_unmutated_file_and_field_offsets(tmp_path, compression):
     blob = (tmp_path / "a.sens").read_bytes()
     assert struct.unpack_from("<Q", blob, _COUNT)[0] == 2   # the offsets above are right
     assert struct.unpack_from("<f", blob, _SIZES + 16)[0] == 1000.0
-    for (c, d), c0, d0 in zip(frames, colors, depths):
+    for (c, d), c0, d0 in zip(frames, colors, depths, strict=True):
         np.testing.assert_array_equal(d, d0)
         if compression != "jpeg":
             np.testing.assert_array_equal(c, c0)
