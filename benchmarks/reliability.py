@@ -415,7 +415,10 @@ def render(rows: list[dict], meta: dict) -> str:
         "message that names it.",
         "",
         f"Measured on {meta['machine']} with {meta['threads']} CPU threads, "
-        f"{meta['date']}.",
+        f"{meta['date']}" + (f"; the 1-minute load average was {meta['load_average'][0]} at the "
+                             f"start and {meta['load_average'][1]} at the end (other jobs "
+                             "shared the machine: the times are upper bounds)."
+                             if meta.get("load_average") else "."),
     ]
     if bad:
         lines += ["", "Rows whose outcome differs from the one expected: " + ", ".join(bad)
@@ -439,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     cases = [c for c in CASES if not args.only or any(o in c.name for o in args.only)]
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="reliability_") as work:
         for case in cases:
             rows.append(run_case(case, ckpt, Path(work)))
@@ -448,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(dict(BIG_SCAN_ROW))
     meta = {"machine": f"{platform.machine()} ({os.cpu_count()} cores)",
             "threads": os.environ.get("OMP_NUM_THREADS", "2"),
-            "date": time.strftime("%Y-%m-%d"), "room_points": len(room()[0])}
+            "date": time.strftime("%Y-%m-%d"), "room_points": len(room()[0]),
+            "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)]}
     if not args.only:
         write_report(Path(args.out), rows, meta)
     return 0
