@@ -13,7 +13,7 @@ import pickle
 import numpy as np
 import pytest
 
-pytest.importorskip("hypothesis")
+pytest.importorskip("hypothesis", reason="the fuzz tests need hypothesis: pip install -e '.[test]'")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
@@ -264,3 +264,17 @@ def test_view_folder_corpus(tmp_path):
         with pytest.raises(DataError, match=message) as exc:
             load_rgbd_frames(folder)
         assert exc.value.path == path
+
+
+def test_export_layout_with_an_unreadable_first_colour_image(tmp_path):
+    from xmask3d.data.processed import write_view
+
+    write_view(tmp_path, "s", "0", color=np.zeros((12, 16, 3), np.uint8), pose=np.eye(4))
+    write_view(tmp_path, "s", "1", color=np.zeros((12, 16, 3), np.uint8), pose=np.eye(4))
+    folder = tmp_path / "scannet_2d" / "s"
+    assert [v.name for v in load_rgbd_frames(folder)] == ["0", "1"]
+    bad = folder / "color" / "0.jpg"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
+    with pytest.raises(DataError, match="unreadable colour image") as exc:
+        load_rgbd_frames(folder)
+    assert exc.value.path == bad

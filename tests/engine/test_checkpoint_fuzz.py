@@ -12,7 +12,7 @@ import io
 import pytest
 import torch
 
-pytest.importorskip("hypothesis")
+pytest.importorskip("hypothesis", reason="the fuzz tests need hypothesis: pip install -e '.[test]'")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
