@@ -54,7 +54,8 @@ def _entry(draw, n: int, cols: int | None):
     """An array (sometimes a tensor) of mostly the right shape, sometimes anything else."""
     kind = draw(st.sampled_from(["right", "right", "right", "shape", "other"]))
     if kind == "other":
-        return draw(st.sampled_from(["text", 3, None, {"a": 1}, [[1, 2, 3]], (1.0, 2.0)]))
+        return draw(st.sampled_from(["text", 3, None, {"a": 1}, [[1, 2, 3]], (1.0, 2.0),
+                                     [[1.0], [2.0, 3.0]]]))
     shape = (n,) if cols is None else (n, cols)
     if kind == "shape":
         shape = draw(hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5))
@@ -65,6 +66,11 @@ def _entry(draw, n: int, cols: int | None):
 
 
 def _np(x):
+    if isinstance(x, (list, tuple)):
+        try:
+            return np.asarray(x)
+        except ValueError:
+            return None
     return x.numpy() if isinstance(x, torch.Tensor) else x
 
 
@@ -72,7 +78,7 @@ def _expected(entries) -> tuple | None:
     """The values load_point_file must return, or None when it must refuse."""
     if not isinstance(entries, tuple) or len(entries) < 2:
         return None
-    arrs = [_np(e) for e in entries]
+    arrs = [_np(e) for e in entries[:3]]  # later entries are ignored
     if not all(isinstance(a, np.ndarray) and a.dtype.kind in "iuf" for a in arrs):
         return None
     pts, cols = arrs[0], arrs[1]

@@ -119,7 +119,7 @@ def _save_torch(obj, tmp: str) -> None:
 
 
 def numeric_array(x, path: str | Path, what: str) -> np.ndarray:
-    """``x`` (numpy array or dense tensor) as a numpy array of a real integer or float dtype.
+    """``x`` (numpy array, dense tensor or nested list) as a numpy array of real numbers.
 
     Raises:
         DataError: (naming ``path`` and ``what``) for anything else: strings, objects, ragged
@@ -134,6 +134,11 @@ def numeric_array(x, path: str | Path, what: str) -> np.ndarray:
         arr = (x.float() if x.is_floating_point() and x.element_size() < 4 else x).numpy()
     elif isinstance(x, np.ndarray):
         arr = x
+    elif isinstance(x, (list, tuple)):
+        try:
+            arr = np.asarray(x)
+        except ValueError as exc:  # ragged nesting
+            raise DataError(path, f"{what} is a ragged list ({first_line(exc)})") from exc
     else:
         raise DataError(path, f"{what} is a {type(x).__name__}; expected an array or tensor")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
