@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from xmask3d.apps.inference import default_checkpoint
+from xmask3d.apps.bundled import default_checkpoint
 from xmask3d.cli import main
 from xmask3d.data.real_fixtures import real_data_root
 

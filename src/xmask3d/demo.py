@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = {"data": str(data), "checkpoint": str(ckpt), "eval": str(out / "eval"),
                "segment_synth": str(out / "segment_synth"),
                "segment_real": str(out / "segment_real") if real else None}
-    from xmask3d.apps.inference import default_checkpoint
+    from xmask3d.apps.bundled import default_checkpoint
 
     bundled = default_checkpoint()
     if args.compare_bundled and not args.make_checkpoint and bundled.is_file():

@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from xmask3d.data.labels import map_2d_label_ids, raw_to_scannet200
@@ -67,6 +66,8 @@ def _numpy_safe_globals() -> list:
 
 def safe_torch_load(path: str | Path):
     """``torch.load`` restricted to tensors, containers and numpy arrays."""
+    import torch  # here, not at the top: the CLI reads PLY/NPY scans before torch loads
+
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
@@ -95,11 +96,15 @@ def save_point_file(path: str | Path, points: np.ndarray, colors: np.ndarray,
 
 def _save_torch(obj, tmp: str) -> None:
     """``torch.save`` through a file handle: the bytes do not depend on the temporary name."""
+    import torch
+
     with open(tmp, "wb") as f:
         torch.save(obj, f)
 
 
 def _as_array(x) -> np.ndarray:
+    import torch
+
     return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
