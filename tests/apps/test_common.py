@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from xmask3d.apps import common
+from xmask3d.apps import common, inference
 from xmask3d.apps.common import find_views, load_scan
 from xmask3d.apps.inference import RENDERED_REL_THRESH, PointScores
 from xmask3d.data.processed import save_point_file, write_intrinsics, write_view
@@ -66,7 +66,7 @@ def test_score_scan_picks_the_path_and_its_visibility_tolerance(monkeypatch, mic
         acc.add(torch.arange(0, scene.num_points, 2), torch.ones(scene.num_points // 2, 1))
         return acc, len(views)
 
-    monkeypatch.setattr(common, "run_views", fake_run_views)
+    monkeypatch.setattr(inference, "run_views", fake_run_views)
     pts, cols, _ = room_factory(density=30)
     grey = Scene("grey", pts[: 2 * (len(pts) // 2)], np.full((2 * (len(pts) // 2), 3), 128,
                                                              np.uint8))
@@ -80,6 +80,11 @@ def test_score_scan_picks_the_path_and_its_visibility_tolerance(monkeypatch, mic
     assert res.views_total == calls["views"] >= 3 and res.seen_fraction == 0.5
     assert any("no colour" in n for n in res.notes)
     np.testing.assert_allclose(res.scores, 1.0)          # unseen points copied from neighbours
+    # one colour that is not the reader's grey fill (as a one-point scan with colour has) is
+    # colour all the same: no "no colour" note
+    red = Scene("red", grey.points, np.tile(np.uint8([200, 30, 30]), (grey.num_points, 1)))
+    assert not any("colour" in n for n in common.score_scan(args, lm, red, [], views_source="",
+                                                             **kw).notes)
     view = View("f", np.zeros((4, 4, 3), np.uint8), np.eye(4), np.eye(3))
     res = common.score_scan(args, lm, grey, [view], views_source="frames/", **kw)
     assert res.path == common.PATH_VIEWS and calls["rel_thresh"] is None

@@ -279,9 +279,13 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
         min_points=MIN_VIEW_POINTS, progress=progress)
     seen = float(acc.seen.mean())
     if used == 0 or seen == 0.0:
-        raise DataError(views_source if path == PATH_VIEWS else None,
-                        f"none of the {len(views)} views sees a point of the scan; check that "
-                        "the poses and the scan share one coordinate frame")
+        if path == PATH_VIRTUAL:     # the cameras were placed around the scan: it is too small
+            raise DataError(args.scan, f"none of the {len(views)} virtual views sees "
+                                       f"{MIN_VIEW_POINTS} points of the scan ({scene.num_points} "
+                                       "points in all); use --no-2d for so small a scan")
+        raise DataError(views_source, f"none of the {len(views)} views sees {MIN_VIEW_POINTS} "
+                                      "points of the scan; check that the poses and the scan "
+                                      "share one coordinate frame")
     return ScanScores(acc.mean(scene.points), path, views_source, len(views), used, seen, notes)
 
 

@@ -221,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
     path = write_json(Path(args.out) / "segment.json", summary)
     logger.info("segment: %s path, %d points, wrote %s", result.path, scene.num_points,
                 ", ".join([*outputs.values(), str(path)]))
-    print(f"{scene.num_points:,} points of {Path(args.scan).name} ({result.path} path):")
+    print(f"{scene.num_points:,} point{'s' if scene.num_points > 1 else ''} of "
+          f"{Path(args.scan).name} ({result.path} path):")
     print(class_summary(names, counts))
     print(f"wrote {Path(args.out)}/: {', '.join(Path(v).name for v in outputs.values())}, "
           f"{path.name}")
