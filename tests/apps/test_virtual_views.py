@@ -67,6 +67,11 @@ def test_point_spacing_of_a_regular_grid():
     g = np.stack(np.meshgrid(np.arange(200) * 0.01, np.arange(200) * 0.01), -1).reshape(-1, 2)
     pts = np.concatenate([g, np.zeros((len(g), 1))], axis=1)
     assert point_spacing(pts) == pytest.approx(0.01, rel=0.05)
+    # in chunks of any size (here 7 and 1000 points) the same voxels are counted
+    rand = np.random.default_rng(2).uniform(-1.5, 2.5, (3000, 3)).astype(np.float32)
+    whole = point_spacing(rand, chunk=len(rand))
+    assert point_spacing(rand, chunk=7) == whole == point_spacing(rand, chunk=1000)
+    assert point_spacing(pts, chunk=333) == point_spacing(pts)
 
 
 def test_rendered_depth_gives_real_occlusion():
