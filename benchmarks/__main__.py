@@ -41,7 +41,7 @@ def _speed(results: Path, runs: Path) -> None:
                                                str(data)]).decode().splitlines()[-1])
     cfg = load_config("tiny/scannet_b15n4")
     backends = backend_comparison("tiny/scannet_b15n4", synthetic_view_batch(cfg, str(data)))
-    from xmask3d.apps.inference import default_checkpoint
+    from xmask3d.apps.bundled import default_checkpoint
 
     ckpt = runs / "split_B15N4_s0" / "last.pt"
     if not ckpt.is_file():

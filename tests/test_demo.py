@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
-from xmask3d.apps.inference import default_checkpoint
+from xmask3d.apps.bundled import default_checkpoint
 from xmask3d.cli import main
 from xmask3d.data.real_fixtures import real_data_root
 
@@ -46,5 +47,10 @@ def test_demo_runs_every_step_and_reports_its_outputs(tmp_path, capsys):
         _segment_ok(outputs["segment_synth_bundled"], default_checkpoint())
     for path in (v for v in outputs.values() if v):
         assert path in printed   # the demo prints where every output is
+    # the echoed commands are shell-quoted: pasted, the vocabulary is one argument again
+    echoed = [shlex.split(line[2:]) for line in printed.splitlines()
+              if line.startswith("$ xmask3d segment")]
+    assert echoed and all(len(cmd[cmd.index("--classes") + 1].split(", ")) == 19
+                          for cmd in echoed)
     assert set(demo["times_s"]) >= {"synth", "train", "eval", "segment_synth"}
 

@@ -7,10 +7,13 @@ Each subcommand lives next to the code it drives and registers itself through an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 from xmask3d import __version__
 from xmask3d.errors import XMask3DError
@@ -36,6 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` while a command runs.
+
+    Python's default SIGTERM action ends the process on the spot; as an exception it unwinds
+    instead, so that a file being written (``atomic_write``) removes its temporary file and
+    no output is left half-written. (Nothing can clean up after SIGKILL; a temporary file,
+    ``.<name>.<random>.tmp``, may then remain, but never a half-written ``<name>``.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (importable for tests)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -48,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _terminate_as_exit():
+            return int(args.func(args) or 0)
     except XMask3DError as exc:
         print(f"xmask3d {args.command}: error: {exc}", file=sys.stderr)
         return 1

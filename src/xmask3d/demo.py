@@ -9,8 +9,8 @@ research fixtures are present). Every step is an ordinary subcommand, run throug
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _step(title: str, argv: list[str]) -> float:
     from xmask3d.cli import main
 
-    print(f"\n=== {title}\n$ xmask3d {' '.join(argv)}", flush=True)
+    print(f"\n=== {title}\n$ {shlex.join(['xmask3d', *argv])}", flush=True)   # pastable
     t0 = time.perf_counter()
     code = main(argv)
     if code != 0:
@@ -70,6 +70,8 @@ def export_real_scan(out: Path) -> tuple[Path, Path] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from xmask3d.apps.common import write_json
+
     out = Path(args.out)
     data, train_dir = out / "data", out / "train"
     progress = ["--no-progress"] if args.no_progress else []
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = {"data": str(data), "checkpoint": str(ckpt), "eval": str(out / "eval"),
                "segment_synth": str(out / "segment_synth"),
                "segment_real": str(out / "segment_real") if real else None}
-    from xmask3d.apps.inference import default_checkpoint
+    from xmask3d.apps.bundled import default_checkpoint
 
     bundled = default_checkpoint()
     if args.compare_bundled and not args.make_checkpoint and bundled.is_file():
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         export_model_checkpoint(ckpt, args.make_checkpoint)
         print(f"bundled checkpoint written to {args.make_checkpoint}")
     summary = {"times_s": {k: round(v, 1) for k, v in times.items()}, "outputs": outputs}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "demo_summary.json", summary)
     print("\n=== done in %.0f s" % float(np.sum(list(times.values()))))
     for k, v in summary["outputs"].items():
         if v:

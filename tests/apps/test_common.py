@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from xmask3d.apps import common
+from xmask3d.apps import common, inference
 from xmask3d.apps.common import find_views, load_scan
 from xmask3d.apps.inference import RENDERED_REL_THRESH, PointScores
 from xmask3d.data.processed import save_point_file, write_intrinsics, write_view
 from xmask3d.data.scene import Scene, View
-from xmask3d.errors import ConfigError
+from xmask3d.errors import ConfigError, DataError
 
 
 def _args(scan, **kw) -> argparse.Namespace:
@@ -66,7 +66,7 @@ def test_score_scan_picks_the_path_and_its_visibility_tolerance(monkeypatch, mic
         acc.add(torch.arange(0, scene.num_points, 2), torch.ones(scene.num_points // 2, 1))
         return acc, len(views)
 
-    monkeypatch.setattr(common, "run_views", fake_run_views)
+    monkeypatch.setattr(inference, "run_views", fake_run_views)
     pts, cols, _ = room_factory(density=30)
     grey = Scene("grey", pts[: 2 * (len(pts) // 2)], np.full((2 * (len(pts) // 2), 3), 128,
                                                              np.uint8))
@@ -80,7 +80,52 @@ def test_score_scan_picks_the_path_and_its_visibility_tolerance(monkeypatch, mic
     assert res.views_total == calls["views"] >= 3 and res.seen_fraction == 0.5
     assert any("no colour" in n for n in res.notes)
     np.testing.assert_allclose(res.scores, 1.0)          # unseen points copied from neighbours
+    # one colour that is not the reader's grey fill (as a one-point scan with colour has) is
+    # colour all the same: no "no colour" note
+    red = Scene("red", grey.points, np.tile(np.uint8([200, 30, 30]), (grey.num_points, 1)))
+    assert not any("colour" in n for n in common.score_scan(args, lm, red, [], views_source="",
+                                                             **kw).notes)
     view = View("f", np.zeros((4, 4, 3), np.uint8), np.eye(4), np.eye(3))
     res = common.score_scan(args, lm, grey, [view], views_source="frames/", **kw)
     assert res.path == common.PATH_VIEWS and calls["rel_thresh"] is None
     assert res.views_source == "frames/" and calls["views"] == 1
+
+
+def test_load_scan_refuses_empty_tiny_and_non_torch_files(tmp_path):
+    empty = tmp_path / "empty.ply"
+    empty.write_bytes(b"")
+    with pytest.raises(DataError, match=r"empty \(0 bytes\)"):
+        load_scan(empty)
+    one = tmp_path / "one.npy"
+    np.save(one, np.array([[0.0, 0.0, 0.0, 200, 30, 30]], np.float32))
+    assert load_scan(one).num_points == 1            # a 1-point scan is fine for --no-2d ...
+    with pytest.raises(DataError, match="the scan has 1 point; at least 10 are needed"):
+        load_scan(one, min_points=common.MIN_VIEW_POINTS)      # ... not for the views
+    fake = tmp_path / "scene_vh_clean_2.pth"
+    fake.write_text("x y z\n")
+    with pytest.raises(DataError, match="not a torch .pth file") as info:
+        load_scan(fake)
+    assert str(fake) in str(info.value)
+
+
+def test_check_memory_refuses_what_does_not_fit():
+    gib = 2**30
+    need = common.check_memory("big.ply", 10_000_000, 20, available=64 * gib)
+    assert need == common.BASE_MEMORY_BYTES + 10_000_000 * (common.PER_POINT_BYTES + 80)
+    with pytest.raises(DataError, match=r"big.ply: the scan has 10,000,000 points; scoring 20 "
+                                        r"classes .* needs about [\d.]+ GiB .* 2\.0 GiB are "
+                                        r"available: subsample the scan"):
+        common.check_memory("big.ply", 10_000_000, 20, available=2 * gib)
+
+
+def test_command_memory_reports_the_commands_own_peak():
+    if not common._reset_peak_rss():
+        pytest.skip("this system cannot reset the peak RSS (/proc/self/clear_refs)")
+    block = np.ones(300 * 2**20 // 8)            # 300 MiB resident, then freed
+    del block
+    process_peak = common._proc_status_mb("VmHWM")
+    report = common.CommandMemory().to_dict()
+    assert set(report) == {"rss_at_command_start_mb", "peak_rss_during_command_mb"}
+    # the process peak includes the 300 MiB block; the command's own peak does not
+    assert report["peak_rss_during_command_mb"] < process_peak - 200
+    assert report["peak_rss_during_command_mb"] >= report["rss_at_command_start_mb"] - 1

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xmask3d.apps import inference
+from xmask3d.apps import bundled, inference
 from xmask3d.apps.inference import (
     PointScores,
     _with_context,
@@ -66,7 +66,7 @@ def test_make_sample_voxelises_and_scales_colours():
 
 
 def test_missing_default_checkpoint_says_how_to_get_one(monkeypatch, tmp_path):
-    monkeypatch.setattr(inference, "default_checkpoint", lambda: tmp_path / "tiny_synthetic.pt")
+    monkeypatch.setattr(bundled, "default_checkpoint", lambda: tmp_path / "tiny_synthetic.pt")
     with pytest.raises(CheckpointError, match="make checkpoint"):
         load_inference_model(None)
 

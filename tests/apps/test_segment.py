@@ -13,7 +13,7 @@ from plyfile import PlyData, PlyElement
 
 from xmask3d.apps.common import parse_names
 from xmask3d.apps.inference import load_inference_model, make_sample
-from xmask3d.apps.segment import assign_labels, point_probabilities
+from xmask3d.apps.segment import assign_labels, class_summary, point_probabilities
 from xmask3d.apps.virtual_views import render_virtual_views
 from xmask3d.cli import main
 from xmask3d.config import FusionCfg
@@ -39,6 +39,23 @@ def test_assign_labels_with_other_fallback():
     np.testing.assert_allclose(score, [0.7, 0.4, 0.8])
     labels, _ = assign_labels(probs, other_below=0.5)
     assert labels.tolist() == [0, 3, 2]
+
+
+def test_assign_labels_in_chunks_equals_one_pass():
+    probs = np.random.default_rng(5).dirichlet(np.ones(4), size=1001).astype(np.float32)
+    whole = assign_labels(probs, other_below=0.4, chunk=len(probs))
+    for chunk in (1, 7, 1000):
+        for a, b in zip(assign_labels(probs, other_below=0.4, chunk=chunk), whole, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert (whole[0] == 4).any() and (whole[0] < 4).any()
+
+
+def test_class_summary_lists_points_and_shares():
+    text = class_summary(["floor", "sofa", "lamp"], np.array([30, 60, 10]))
+    assert text.splitlines() == ["class      points   share",
+                                 "sofa           60   60.0%",
+                                 "floor          30   30.0%",
+                                 "lamp           10   10.0%"]
 
 
 def test_point_probabilities_gating_by_binary_head():
@@ -96,12 +113,31 @@ def test_bad_scans_are_refused(case, message, tmp_path, capsys):
     assert str(path) in err and message in err
 
 
+def test_tiny_scan_gets_its_own_message_and_runs_without_2d(micro_ckpt, tmp_path, capsys):
+    scan = tmp_path / "one.npy"
+    np.save(scan, np.array([[0.5, 0.5, 0.5, 200, 30, 30]], np.float32))
+    code, err = _segment([str(scan), "--classes", "chair", "--out", str(tmp_path / "o")], capsys)
+    assert code == 1 and str(scan) in err
+    assert "the scan has 1 point; at least 10 are needed" in err and "sees" not in err.split(
+        "needed")[0]
+    assert main(["segment", str(scan), "--classes", "chair, sofa|couch", "--ckpt",
+                 str(micro_ckpt), "--no-2d", "--no-progress", "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out
+    assert "1 point of one.npy (3d-only path)" in printed and "sofa|couch" not in printed
+
+
 def test_empty_class_list_is_refused(room_ply, tmp_path, capsys):
     code, err = _segment([str(room_ply), "--classes", " , ", "--out", str(tmp_path)], capsys)
     assert code == 1 and "--classes" in err and "empty" in err
     code, err = _segment([str(room_ply), "--classes", "chair", "--base-classes", "sofa",
                           "--out", str(tmp_path)], capsys)
     assert code == 1 and "sofa not in --classes" in err
+    code, err = _segment([str(room_ply), "--classes", "sofa|couch, sofa", "--out",
+                          str(tmp_path)], capsys)
+    assert code == 1 and "two classes are shown as sofa" in err
+    code, err = _segment([str(room_ply), "--classes", "sofa|, chair", "--out", str(tmp_path)],
+                         capsys)
+    assert code == 1 and "empty class name or synonym" in err
 
 
 def _frames(folder, views, *, pose_text=None, drop_pose=None):
@@ -158,16 +194,26 @@ def _read_outputs(out):
     return summary, cloud
 
 
-def test_segment_end_to_end_virtual_views(room_ply, micro_ckpt, tmp_path):
+def test_segment_end_to_end_virtual_views(room_ply, micro_ckpt, tmp_path, capsys):
     out = tmp_path / "seg"
     code = main(["segment", str(room_ply), "--classes", "floor, wall, table|desk",
                  "--ckpt", str(micro_ckpt), "--virtual-views", "2", "--other-below", "0.34",
                  "--no-progress", "--out", str(out)])
     assert code == 0
     summary, cloud = _read_outputs(out)
+    # stdout: a per-class table (points, share) with the first name of each class
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith("points of room.ply (virtual-views path):")
+    assert printed[1].split() == ["class", "points", "share"] and printed[-1].startswith("wrote")
+    counts = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in printed[2:-1]}
+    assert counts == summary["point_counts"]
+    assert "table|desk" not in "\n".join(printed)
+    assert summary["peak_rss_during_command_mb"] >= summary["rss_at_command_start_mb"] > 0
     n = read_ply(room_ply).num_points
     assert summary["path"] == "virtual-views" and summary["views_used"] >= 3
-    assert summary["classes"] == ["floor", "wall", "table|desk", "other"]
+    # a class is shown by the first name of its entry (the JSON keeps the entries too)
+    assert summary["classes"] == ["floor", "wall", "table", "other"]
+    assert summary["class_entries"] == ["floor", "wall", "table|desk", "other"]
     assert sum(summary["point_counts"].values()) == n == cloud.num_points
     ids, score = cloud.fields["class_id"], cloud.fields["score"]
     assert ids.min() >= 0 and ids.max() <= 3

@@ -26,9 +26,14 @@ def test_look_at_is_rigid_and_centres_the_target():
     R = pose[:3, :3]
     np.testing.assert_allclose(R.T @ R, np.eye(3), atol=1e-12)
     assert np.linalg.det(R) == pytest.approx(1.0)
+    # the target lies on the optical axis: camera x = y = 0 at the distance of the target
+    cam = np.linalg.inv(pose) @ np.append(target, 1.0)
+    np.testing.assert_allclose(cam[:3], [0.0, 0.0, np.linalg.norm(target - eye)], atol=1e-9)
     rc, z = project_points(target[None], pose, K, (48, 64))
     assert z[0] == pytest.approx(np.linalg.norm(target - eye))
-    assert tuple(rc[0]) == (24, 32)              # round(23.5), round(31.5): the image centre
+    # so it lands on a pixel next to the principal point (23.5, 31.5); which one of the four
+    # depends on the last bit of the arithmetic, as x.5 sits exactly on the rounding boundary
+    assert abs(rc[0, 0] - 23.5) == 0.5 and abs(rc[0, 1] - 31.5) == 0.5
     above, _ = project_points((target + [0, 0, 0.5])[None], pose, K, (48, 64))
     assert above[0, 0] < rc[0, 0]                # world up is image up
     down = look_at([0, 0, 3.0], [0, 0, 0.0])     # straight down along -up still works
@@ -62,6 +67,11 @@ def test_point_spacing_of_a_regular_grid():
     g = np.stack(np.meshgrid(np.arange(200) * 0.01, np.arange(200) * 0.01), -1).reshape(-1, 2)
     pts = np.concatenate([g, np.zeros((len(g), 1))], axis=1)
     assert point_spacing(pts) == pytest.approx(0.01, rel=0.05)
+    # in chunks of any size (here 7 and 1000 points) the same voxels are counted
+    rand = np.random.default_rng(2).uniform(-1.5, 2.5, (3000, 3)).astype(np.float32)
+    whole = point_spacing(rand, chunk=len(rand))
+    assert point_spacing(rand, chunk=7) == whole == point_spacing(rand, chunk=1000)
+    assert point_spacing(pts, chunk=333) == point_spacing(pts)
 
 
 def test_rendered_depth_gives_real_occlusion():

@@ -52,11 +52,12 @@ def test_no_colour_gives_none(tmp_path):
 
 def test_float_colours_in_unit_range_are_scaled(tmp_path):
     x = np.arange(3, dtype=np.float32)
-    rgb = np.array([[0.0, 0.5, 1.0], [1.0, 0.0, 0.2], [0.1, 0.9, 0.0]], dtype=np.float32)
+    # no value * 255 lies near x.5 (0.5, 0.1 and 0.9 would sit on the rounding boundary)
+    rgb = np.array([[0.0, 0.502, 1.0], [1.0, 0.0, 0.2], [0.12, 0.88, 0.0]], dtype=np.float32)
     _write_raw(tmp_path / "f.ply", {"x": x, "y": x, "z": x, "r": rgb[:, 0], "g": rgb[:, 1],
                                     "b": rgb[:, 2]})
     cloud = read_ply(tmp_path / "f.ply")
-    np.testing.assert_array_equal(cloud.colors, np.rint(rgb * 255).astype(np.uint8))
+    np.testing.assert_array_equal(cloud.colors, [[0, 128, 255], [255, 0, 51], [31, 224, 0]])
 
 
 def test_errors_name_the_file(tmp_path):

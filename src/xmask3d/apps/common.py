@@ -10,28 +10,26 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from xmask3d.apps.inference import (
-    RENDERED_REL_THRESH,
-    LoadedModel,
-    load_inference_model,
-    PointScoreFn,
-    ViewScoreFn,
-    run_3d_chunks,
-    run_views,
-)
-from xmask3d.apps.virtual_views import render_virtual_views
-from xmask3d.data.pointcloud import load_point_cloud, load_rgbd_frames
+from xmask3d.apps.bundled import checkpoint_file
+from xmask3d.data.pointcloud import GREY, load_point_cloud, load_rgbd_frames
 from xmask3d.data.processed import POINT_SUFFIX, atomic_write
 from xmask3d.data.scene import Scene, View
 from xmask3d.errors import ConfigError, DataError
 
-__all__ = ["PATH_3D", "PATH_VIEWS", "PATH_VIRTUAL", "ScanScores", "add_scan_arguments",
-           "find_views", "load_scan", "open_inputs", "parse_names", "peak_rss_mb", "score_scan", "write_json"]
+# torch and the model code load only once the arguments and input files have been checked
+# (`xmask3d segment --help` and every refusal of bad input answer in well under a second)
+if TYPE_CHECKING:
+    import torch
+
+    from xmask3d.apps.inference import LoadedModel, PointScoreFn, ViewScoreFn
+
+__all__ = ["MIN_VIEW_POINTS", "PATH_3D", "PATH_VIEWS", "PATH_VIRTUAL", "CommandMemory",
+           "ScanScores", "add_scan_arguments", "available_memory_bytes", "check_memory",
+           "find_views", "load_scan", "open_inputs", "parse_names", "score_scan", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,15 +99,89 @@ def parse_names(text: str | Sequence[str], *, what: str) -> list[str]:
     return names
 
 
-def load_scan(path: str | Path) -> Scene:
-    """Load a PLY / NPY / processed ``.pth`` scan and refuse empty or non-finite ones."""
+# A view is used only when it sees at least this many scan points (fewer give the 2D branch
+# nothing to pool masks over), so a scan with fewer points can never be scored through views.
+MIN_VIEW_POINTS = 10
+# Memory of a run, measured (docs/segment.md "Memory bound"): Python, torch, the text encoder,
+# the tiny model and one view's activations, then per point the (N, K) float32 score sums and
+# the per-point arrays of the pipeline (scan, counts, labels, PLY table, z-buffer indices)
+BASE_MEMORY_BYTES = 1.6 * 2**30
+PER_POINT_BYTES = 160
+
+
+def load_scan(path: str | Path, *, min_points: int = 1) -> Scene:
+    """Load a PLY / NPY / processed ``.pth`` scan; refuse empty, tiny or non-finite ones.
+
+    Raises:
+        DataError: a missing or empty file, a ``.pth`` that is no torch file, what the reader
+            refuses, no points, fewer than ``min_points`` points, or NaN/inf coordinates.
+    """
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(path, "the file is empty (0 bytes)")
+    if path.suffix.lower() == ".pth" and path.is_file():
+        _check_torch_file(path)       # before torch is imported to read it
     scene = load_point_cloud(path)
-    if scene.num_points == 0:
+    n = scene.num_points
+    if n == 0:
         raise DataError(path, "the scan has no points")
+    if n < min_points:
+        raise DataError(path, f"the scan has {n} point{'s' if n > 1 else ''}; at least "
+                              f"{min_points} are needed (a view is used only when it sees "
+                              f"{MIN_VIEW_POINTS} or more); --no-2d scores scans of any size")
     bad = ~np.isfinite(scene.points).all(axis=1)
     if bad.any():
         raise DataError(path, f"{int(bad.sum())} points have NaN/inf coordinates")
     return scene
+
+
+def _check_torch_file(path: Path) -> None:
+    """``torch.save`` writes a zip archive (or, before torch 1.6, a pickle): check the magic."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise DataError(path, f"not a torch .pth file (it starts with {head!r}, not with the "
+                              "zip or pickle header that torch.save writes)")
+
+
+def available_memory_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` in bytes (``None`` where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_memory(path: str | Path, num_points: int, width: int, *,
+                 available: int | None = None) -> float:
+    """Refuse a scan whose run would need more memory than the machine has free.
+
+    Args:
+        path: the scan (named in the message).
+        num_points: N.
+        width: K, scores per point (classes or queries).
+        available: free bytes (default: :func:`available_memory_bytes`; no check if unknown).
+
+    Returns:
+        The estimated peak in bytes.
+
+    Raises:
+        DataError: the estimate exceeds the available memory; says by how much and what to do.
+    """
+    need = BASE_MEMORY_BYTES + num_points * (PER_POINT_BYTES + 4 * width)
+    free = available_memory_bytes() if available is None else available
+    if free is not None and need > free:
+        gib = 2.0**30
+        raise DataError(path, f"the scan has {num_points:,} points; scoring {width} classes on "
+                              f"them needs about {need / gib:.1f} GiB of memory but "
+                              f"{free / gib:.1f} GiB are available: subsample the scan (e.g. keep "
+                              f"one point per 2 cm voxel), give fewer classes, or use a machine "
+                              "with more memory")
+    return need
 
 
 def find_views(args: argparse.Namespace) -> tuple[list[View], str]:
@@ -157,11 +229,24 @@ class ScanScores:
                 "notes": self.notes}
 
 
-def open_inputs(args: argparse.Namespace) -> tuple[Scene, list[View], str, LoadedModel]:
-    """The scan, its views (and where they came from) and the model, as the arguments name them."""
-    scene = load_scan(args.scan)
+def open_inputs(args: argparse.Namespace, *,
+                width: int) -> tuple[Scene, list[View], str, LoadedModel]:
+    """The scan, its views (and where they came from) and the model, as the arguments name them.
+
+    The scan, the frames and the checkpoint path are checked before the model code (torch,
+    diffusers, transformers) is imported, so that bad input is refused at once.
+
+    Args:
+        args: the parsed ``segment`` / ``query`` arguments.
+        width: scores per point (classes or queries), for the memory check.
+    """
+    scene = load_scan(args.scan, min_points=1 if args.no_2d else MIN_VIEW_POINTS)
+    check_memory(args.scan, scene.num_points, width)
     views, source = find_views(args)
-    lm = load_inference_model(args.ckpt, config=args.config, overrides=args.overrides,
+    ckpt = checkpoint_file(args.ckpt)
+    from xmask3d.apps.inference import load_inference_model
+
+    lm = load_inference_model(ckpt, config=args.config, overrides=args.overrides,
                               device=args.device)
     return scene, views, source, lm
 
@@ -171,6 +256,8 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
                point_fn: PointScoreFn, width: int,
                is_novel_class: torch.Tensor | None = None) -> ScanScores:
     """Run the path the arguments ask for: 3D-only, the user's views, or virtual views."""
+    from xmask3d.apps.inference import RENDERED_REL_THRESH, run_3d_chunks, run_views
+
     progress = not args.no_progress
     if args.no_2d:
         logger.info("path: 3d-only (sparse 3D network on spatial chunks)")
@@ -188,20 +275,29 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
         batch_size=args.batch_size or (lm.cfg.eval.batch_size if lm.device.type == "cuda"
                                        else 1),
         rel_thresh=RENDERED_REL_THRESH if path == PATH_VIRTUAL else None,
-        max_view_points=args.max_view_points or lm.cfg.data.max_visible, progress=progress)
+        max_view_points=args.max_view_points or lm.cfg.data.max_visible,
+        min_points=MIN_VIEW_POINTS, progress=progress)
     seen = float(acc.seen.mean())
     if used == 0 or seen == 0.0:
-        raise DataError(views_source if path == PATH_VIEWS else None,
-                        f"none of the {len(views)} views sees a point of the scan; check that "
-                        "the poses and the scan share one coordinate frame")
+        if path == PATH_VIRTUAL:     # the cameras were placed around the scan: it is too small
+            raise DataError(args.scan, f"none of the {len(views)} virtual views sees "
+                                       f"{MIN_VIEW_POINTS} points of the scan ({scene.num_points} "
+                                       "points in all); use --no-2d for so small a scan")
+        raise DataError(views_source, f"none of the {len(views)} views sees {MIN_VIEW_POINTS} "
+                                      "points of the scan; check that the poses and the scan "
+                                      "share one coordinate frame")
     return ScanScores(acc.mean(scene.points), path, views_source, len(views), used, seen, notes)
 
 
 def _virtual_views(args: argparse.Namespace, lm: LoadedModel,
                    scene: Scene) -> tuple[list[View], list[str]]:
     """Virtual views for ``--virtual-views N`` (and a note when the scan has no colour)."""
+    from xmask3d.apps.virtual_views import render_virtual_views
+
     notes = []
-    if len(np.unique(scene.colors[:: max(scene.num_points // 100_000, 1)], axis=0)) == 1:
+    # the reader gives a scan without colour the grey GREY; one of a single colour (as any
+    # one-point scan is) is coloured all the same
+    if (scene.colors == GREY).all():
         notes.append("the scan has no colour: virtual views are flat grey; consider --no-2d")
         logger.warning(notes[-1])
     n = max(int(args.virtual_views), 1)
@@ -213,10 +309,51 @@ def _virtual_views(args: argparse.Namespace, lm: LoadedModel,
     return views, notes
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+class CommandMemory:
+    """Resident memory of this process while one command runs.
+
+    ``ru_maxrss`` is the peak of the whole process, so in ``xmask3d demo`` (training, then
+    ``segment`` in the same process) it would report the training's peak. On Linux the peak
+    (``VmHWM``) is reset to the current RSS when the command starts (``echo 5 >
+    /proc/self/clear_refs``), so :meth:`to_dict` reports the command's own peak; where that is not
+    possible it reports the process peak under a key that says so.
+    """
+
+    def __init__(self) -> None:
+        self.start_mb = _proc_status_mb("VmRSS")
+        self.peak_is_own = _reset_peak_rss()
+
+    def to_dict(self) -> dict[str, float | None]:
+        """RSS at the command's start and the peak during it (or the process peak), in MiB."""
+        start = None if self.start_mb is None else round(self.start_mb)
+        if self.peak_is_own:
+            peak = _proc_status_mb("VmHWM")
+            return {"rss_at_command_start_mb": start,
+                    "peak_rss_during_command_mb": None if peak is None else round(peak)}
+        ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = ru / 2**20 if sys.platform == "darwin" else ru / 1024
+        return {"rss_at_command_start_mb": start, "peak_rss_of_process_mb": round(peak)}
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _proc_status_mb(key: str) -> float | None:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MiB, or ``None``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:

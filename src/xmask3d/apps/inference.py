@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -24,27 +23,24 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from xmask3d.apps.bundled import checkpoint_file
 from xmask3d.apps.virtual_views import point_spacing, render_points, visible_pixels
 from xmask3d.config import XMask3DConfig
 from xmask3d.data.batch import ViewBatch
 from xmask3d.data.dataset import ViewSample, collate_views, make_view_sample
 from xmask3d.data.projection import PointPixelMap, resize_view
 from xmask3d.data.scene import Scene, View
-from xmask3d.errors import CheckpointError
 from xmask3d.models.outputs import XMask3DOutput
 from xmask3d.models.text.classifier import TextClassifier
 from xmask3d.models.xmask3d import XMask3D
 
-
 __all__ = [
-    "DEFAULT_CHECKPOINT", "RENDERED_REL_THRESH", "LoadedModel", "PointScores",
-    "default_checkpoint", "load_inference_model", "run_3d_chunks", "run_views",
-    "spatial_chunks",
+    "RENDERED_REL_THRESH", "LoadedModel", "PointScores", "load_inference_model", "run_3d_chunks",
+    "run_views", "spatial_chunks",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CHECKPOINT = "tiny_synthetic.pt"   # in xmask3d/resources, written by `make checkpoint`
 RENDERED_REL_THRESH = 0.05   # depth tolerance when the depth map is rendered from the scan itself
 KD_QUERY_CHUNK = 1 << 18
 FILL_EXACT_RADIUS = 0.25     # metres: nearest-seen-point fill is exact up to this distance
@@ -71,11 +67,6 @@ class LoadedModel:
         return nullcontext()
 
 
-def default_checkpoint() -> Path:
-    """The bundled tiny checkpoint (it may not exist in a fresh checkout)."""
-    return Path(str(resources.files("xmask3d").joinpath("resources", DEFAULT_CHECKPOINT)))
-
-
 def load_inference_model(ckpt: str | Path | None, *, config: str | None = None,
                          overrides: Sequence[str] = (), device: str = "auto") -> LoadedModel:
     """Load a checkpoint, its (or a compatible) config, the text encoder and the weights.
@@ -94,12 +85,7 @@ def load_inference_model(ckpt: str | Path | None, *, config: str | None = None,
     from xmask3d.engine.eval_cli import resolve_config
     from xmask3d.models.build import build_model, build_text
 
-    if ckpt is None:
-        ckpt = default_checkpoint()
-        if not ckpt.is_file():
-            raise CheckpointError(
-                f"{ckpt}: the bundled checkpoint does not exist yet; create it with "
-                "`make checkpoint` (trains the tiny model on synthetic rooms) or pass --ckpt")
+    ckpt = checkpoint_file(ckpt)
     cfg, data = resolve_config(str(ckpt), config, list(overrides))
     text = build_text(cfg)
     model = build_model(cfg, text_dim=text.dim)

@@ -17,25 +17,26 @@ import logging
 import re
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from xmask3d.apps.common import (
+    CommandMemory,
     add_scan_arguments,
     open_inputs,
     parse_names,
-    peak_rss_mb,
-    score_scan,
     write_json,
 )
-from xmask3d.apps.render import heat_colors, save_heatmap_png
-from xmask3d.data.batch import ViewBatch
-from xmask3d.data.ply import write_ply
 from xmask3d.errors import ConfigError
-from xmask3d.models.outputs import XMask3DOutput
+
+# torch and the model code are imported inside the functions that need them, after the
+# arguments and the input files have been checked (see xmask3d.apps.common)
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from xmask3d.data.batch import ViewBatch
+    from xmask3d.models.outputs import XMask3DOutput
 
 __all__ = ["DEFAULT_NEGATIVES", "add_parser", "relevance", "run"]
 
@@ -77,6 +78,9 @@ def relevance(feats: Tensor, queries: Tensor, negatives: Tensor, scale: Tensor) 
     Returns:
         (P, Q) ``min_j softmax([s_q, s_j])[0] = sigmoid(s_q - max_j s_j)`` in (0, 1).
     """
+    import torch
+    import torch.nn.functional as F
+
     f = F.normalize(feats.float(), dim=-1)
     s_q = scale.float() * f @ F.normalize(queries.float().to(f.device), dim=-1).T
     s_n = scale.float() * f @ F.normalize(negatives.float().to(f.device), dim=-1).T
@@ -97,6 +101,9 @@ def _queries(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 def _write_query(out: Path, k: int, text: str, points: np.ndarray, rel: np.ndarray,
                  title: str) -> dict:
+    from xmask3d.apps.render import heat_colors, save_heatmap_png
+    from xmask3d.data.ply import write_ply
+
     lo, hi = (float(v) for v in np.percentile(rel, [1, 99]))
     hi = max(hi, lo + 1e-6)
     stem = out / f"query_{k:02d}_{_slug(text)}"
@@ -111,9 +118,13 @@ def _write_query(out: Path, k: int, text: str, points: np.ndarray, rel: np.ndarr
 
 def run(args: argparse.Namespace) -> int:
     """Score every query; write one heat-map PLY and PNG per query and ``query.json``."""
-    start = time.perf_counter()
+    start, memory = time.perf_counter(), CommandMemory()
     queries, negatives = _queries(args)
-    scene, views, source, lm = open_inputs(args)
+    scene, views, source, lm = open_inputs(args, width=len(queries))
+    import torch
+
+    from xmask3d.apps.common import score_scan
+
     q_emb = lm.text.encode_captions(queries)
     n_emb = lm.text.encode_captions(negatives)
 
@@ -137,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                      "(LERF's pairwise-softmax minimum), mean over views",
         "feature": "3D" if args.no_2d else "fused 3D-2D",
         "checkpoint": str(lm.checkpoint), "checkpoint_step": lm.step,
-        "seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak_rss_mb()),
+        "seconds": round(time.perf_counter() - start, 2), **memory.to_dict(),
     }
     path = write_json(out / "query.json", summary)
     logger.info("query: %s path, %d queries, wrote %s", result.path, len(queries), path)

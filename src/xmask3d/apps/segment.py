@@ -12,42 +12,42 @@ import argparse
 import logging
 import math
 import time
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from xmask3d.apps.common import (
     PATH_3D,
+    CommandMemory,
     ScanScores,
     add_scan_arguments,
     open_inputs,
     parse_names,
-    peak_rss_mb,
-    score_scan,
     write_json,
 )
-from xmask3d.apps.inference import LoadedModel
-from xmask3d.apps.render import OTHER_COLOR, class_palette, save_segmentation_png
-from xmask3d.config import FusionCfg
-from xmask3d.data.batch import ViewBatch
-from xmask3d.data.ply import write_ply
-from xmask3d.data.scene import Scene, View
 from xmask3d.errors import ConfigError
-from xmask3d.eval.scoring import view_point_scores
-from xmask3d.models.fusion.mask_to_points import cosine_logits
-from xmask3d.models.fusion.routing import gate_base_novel
-from xmask3d.models.outputs import XMask3DOutput
+from xmask3d.vocabulary import display_names
 
-__all__ = ["add_parser", "assign_labels", "point_probabilities", "run", "view_probabilities"]
+# torch and the model code are imported inside the functions that need them, after the
+# arguments and the input files have been checked (see xmask3d.apps.common)
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from xmask3d.apps.inference import LoadedModel
+    from xmask3d.config import FusionCfg
+    from xmask3d.data.batch import ViewBatch
+    from xmask3d.data.scene import Scene, View
+    from xmask3d.models.outputs import XMask3DOutput
+
+__all__ = ["add_parser", "assign_labels", "class_summary", "point_probabilities", "run",
+           "view_probabilities"]
 
 logger = logging.getLogger(__name__)
 
 OTHER = "other"
+LABEL_CHUNK = 1 << 20        # points per pass of assign_labels (bounds its temporaries)
 
 _EPILOG = """examples:
   xmask3d segment room.ply --classes "chair, sofa|couch, lamp, floor, wall" --out seg
@@ -77,6 +77,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def view_probabilities(out: XMask3DOutput, batch: ViewBatch, *, is_novel_class: Tensor,
                        fusion_cfg: FusionCfg, use_clip: bool) -> Tensor:
     """(P, C) probabilities of the fused prediction of each visible point (0 where gated)."""
+    from xmask3d.eval.scoring import view_point_scores
+
     scores = view_point_scores(out, batch, is_novel_class=is_novel_class,
                                fusion_cfg=fusion_cfg, use_clip=use_clip)
     return scores["fused"].float().exp()
@@ -85,6 +87,11 @@ def view_probabilities(out: XMask3DOutput, batch: ViewBatch, *, is_novel_class: 
 def point_probabilities(feats: Tensor, binary: Tensor, scale: Tensor, *, class_embeds: Tensor,
                         is_novel_class: Tensor, fusion_cfg: FusionCfg) -> Tensor:
     """(P, C) probabilities of the 3D prediction from (P, E) features and (P,) binary logits."""
+    import torch.nn.functional as F
+
+    from xmask3d.models.fusion.mask_to_points import cosine_logits
+    from xmask3d.models.fusion.routing import gate_base_novel
+
     log_p = F.log_softmax(cosine_logits(feats.float(), class_embeds.to(feats.device),
                                         scale.float()), dim=1)
     if fusion_cfg.gating:
@@ -94,21 +101,47 @@ def point_probabilities(feats: Tensor, binary: Tensor, scale: Tensor, *, class_e
     return log_p.exp()
 
 
-def assign_labels(probs: np.ndarray, *,
-                  other_below: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def assign_labels(probs: np.ndarray, *, other_below: float | None = None,
+                  chunk: int = LABEL_CHUNK) -> tuple[np.ndarray, np.ndarray]:
     """(N,) int32 class ids (``C`` = "other" where the best probability < ``other_below``)
-    and (N,) float32 best probability, from (N, C) mean probabilities."""
-    labels = probs.argmax(axis=1).astype(np.int32)
-    score = probs.max(axis=1).astype(np.float32)
+    and (N,) float32 best probability, from (N, C) mean probabilities.
+
+    Works through ``chunk`` points at a time, so its temporaries stay small for any N.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    n = len(probs)
+    labels, score = np.empty(n, np.int32), np.empty(n, np.float32)
+    for lo in range(0, n, chunk):
+        part = probs[lo:lo + chunk]
+        labels[lo:lo + chunk] = part.argmax(axis=1)
+        score[lo:lo + chunk] = part.max(axis=1)
     if other_below is not None:
         labels[score < other_below] = probs.shape[1]
     return labels, score
 
 
-def _vocabulary(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+def class_summary(names: list[str], counts: np.ndarray) -> str:
+    """The per-class table ``segment`` prints: class, points and share, most points first."""
+    total = max(int(counts.sum()), 1)
+    width = max([len("class"), *(len(n) for n in names)])
+    lines = [f"{'class':<{width}}  {'points':>10}  {'share':>6}"]
+    for i in np.argsort(-counts, kind="stable"):
+        lines.append(f"{names[i]:<{width}}  {int(counts[i]):>10,}  "
+                     f"{100.0 * counts[i] / total:>5.1f}%")
+    return "\n".join(lines)
+
+
+def _vocabulary(args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
+    """The class entries, those of the base classes, and the display name of each class."""
     classes = parse_names(args.classes, what="--classes")
-    if OTHER in classes and args.other_below is not None:
+    shown = display_names(classes)
+    if OTHER in shown and args.other_below is not None:
         raise ConfigError(f"--classes: '{OTHER}' is reserved for --other-below")
+    repeated = sorted({n for n in shown if shown.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"--classes: two classes are shown as {', '.join(repeated)} (the "
+                          "first name of an entry names it); make the first names differ")
     base = [] if args.base_classes is None else parse_names(args.base_classes,
                                                             what="--base-classes")
     unknown = [b for b in base if b not in classes]
@@ -116,12 +149,18 @@ def _vocabulary(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         raise ConfigError(f"--base-classes: {', '.join(unknown)} not in --classes")
     if args.other_below is not None and not 0.0 < args.other_below < 1.0:
         raise ConfigError(f"--other-below must lie in (0, 1), got {args.other_below}")
-    return classes, base
+    return classes, base, shown
 
 
 def _score(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[View],
            source: str, classes: list[str], base: list[str]) -> ScanScores:
     """Mean per-point class probabilities on the path the arguments ask for."""
+    from dataclasses import replace
+
+    import torch
+
+    from xmask3d.apps.common import score_scan
+
     embeds = lm.text.class_embeddings(classes)
     gating = bool(base)
     is_novel = (torch.tensor([c not in base for c in classes]) if gating
@@ -139,6 +178,9 @@ def _score(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[
 def _write_outputs(out: Path, scene: Scene, labels: np.ndarray, score: np.ndarray,
                    names: list[str], title: str, *, has_other: bool) -> tuple[dict, np.ndarray]:
     """``segmentation.ply`` and ``segmentation.png``; returns their paths and class counts."""
+    from xmask3d.apps.render import OTHER_COLOR, class_palette, save_segmentation_png
+    from xmask3d.data.ply import write_ply
+
     palette = class_palette(len(names))
     if has_other:                       # the last name is the "other" fallback
         palette[-1] = OTHER_COLOR
@@ -154,28 +196,34 @@ def _write_outputs(out: Path, scene: Scene, labels: np.ndarray, score: np.ndarra
 
 def run(args: argparse.Namespace) -> int:
     """Segment the scan; write ``segmentation.ply``, ``segmentation.png``, ``segment.json``."""
-    start = time.perf_counter()
-    classes, base = _vocabulary(args)
-    scene, views, source, lm = open_inputs(args)
+    start, memory = time.perf_counter(), CommandMemory()
+    classes, base, shown = _vocabulary(args)
+    scene, views, source, lm = open_inputs(args, width=len(classes))
     result = _score(args, lm, scene, views, source, classes, base)
     labels, score = assign_labels(result.scores, other_below=args.other_below)
-    names = classes + ([OTHER] if args.other_below is not None else [])
+    names = shown + ([OTHER] if args.other_below is not None else [])
     outputs, counts = _write_outputs(Path(args.out), scene, labels, score, names,
                                      f"{Path(args.scan).name}: {result.path}",
                                      has_other=args.other_below is not None)
     kind = "3D" if result.path == PATH_3D else "fused 3D-2D"
     summary = {
         "scan": str(args.scan), "num_points": scene.num_points, "classes": names,
-        "point_counts": {n: int(c) for n, c in zip(names, counts)},
+        "class_entries": classes + ([OTHER] if args.other_below is not None else []),
+        "point_counts": {n: int(c) for n, c in zip(names, counts, strict=True)},
         "mean_score": {n: float(score[labels == i].mean()) if counts[i] else None
                        for i, n in enumerate(names)},
         **result.to_dict(),
         "score": f"mean over views of the softmax probability of the {kind} prediction",
         "gating": bool(base), "base_classes": base, "other_below": args.other_below,
         "checkpoint": str(lm.checkpoint), "checkpoint_step": lm.step, "outputs": outputs,
-        "seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak_rss_mb()),
+        "seconds": round(time.perf_counter() - start, 2), **memory.to_dict(),
     }
     path = write_json(Path(args.out) / "segment.json", summary)
     logger.info("segment: %s path, %d points, wrote %s", result.path, scene.num_points,
                 ", ".join([*outputs.values(), str(path)]))
+    print(f"{scene.num_points:,} point{'s' if scene.num_points > 1 else ''} of "
+          f"{Path(args.scan).name} ({result.path} path):")
+    print(class_summary(names, counts))
+    print(f"wrote {Path(args.out)}/: {', '.join(Path(v).name for v in outputs.values())}, "
+          f"{path.name}")
     return 0

@@ -53,17 +53,25 @@ def look_at(eye: np.ndarray, target: np.ndarray, *,
     return pose
 
 
-def point_spacing(points: np.ndarray, *, cell: float = 0.1) -> float:
+def point_spacing(points: np.ndarray, *, cell: float = 0.1,
+                  chunk: int = CHUNK_POINTS) -> float:
     """Typical distance between neighbouring surface points, in metres.
 
     Estimated as ``sqrt(area / N)`` with the surface area taken as the number of occupied
-    ``cell``-sized voxels times ``cell**2`` (one sort of N keys, no neighbour search).
+    ``cell``-sized voxels times ``cell**2`` (sorts of voxel keys, no neighbour search). The
+    keys are made and deduplicated ``chunk`` points at a time, so the temporaries stay small.
     """
-    grid = np.floor(np.asarray(points, np.float64) / cell).astype(np.int64)
-    grid -= grid.min(axis=0)
-    ext = grid.max(axis=0) + 1
-    occupied = len(np.unique((grid[:, 0] * ext[1] + grid[:, 1]) * ext[2] + grid[:, 2]))
-    return float(max(cell * np.sqrt(occupied / max(len(points), 1)), 1e-4))
+    points = np.asarray(points)
+    if len(points) == 0:
+        return 1e-4
+    low = np.floor(points.min(axis=0).astype(np.float64) / cell).astype(np.int64)
+    ext = np.floor(points.max(axis=0).astype(np.float64) / cell).astype(np.int64) - low + 1
+    keys = []
+    for lo in range(0, len(points), chunk):
+        grid = np.floor(points[lo:lo + chunk].astype(np.float64) / cell).astype(np.int64) - low
+        keys.append(np.unique((grid[:, 0] * ext[1] + grid[:, 1]) * ext[2] + grid[:, 2]))
+    occupied = len(np.unique(np.concatenate(keys)))
+    return float(max(cell * np.sqrt(occupied / len(points)), 1e-4))
 
 
 def splat_nearest(rc: np.ndarray, depth: np.ndarray, hw: tuple[int, int], *,

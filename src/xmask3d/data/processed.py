@@ -23,7 +23,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from xmask3d.data.labels import map_2d_label_ids, raw_to_scannet200
@@ -87,6 +86,8 @@ def first_line(exc: BaseException) -> str:
 
 def safe_torch_load(path: str | Path):
     """``torch.load`` restricted to tensors, containers and numpy arrays."""
+    import torch  # here, not at the top: the CLI reads PLY/NPY scans before torch loads
+
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
@@ -114,6 +115,8 @@ def save_point_file(path: str | Path, points: np.ndarray, colors: np.ndarray,
 
 def _save_torch(obj, tmp: str) -> None:
     """``torch.save`` through a file handle: the bytes do not depend on the temporary name."""
+    import torch
+
     with open(tmp, "wb") as f:
         torch.save(obj, f)
 
@@ -125,6 +128,8 @@ def numeric_array(x, path: str | Path, what: str) -> np.ndarray:
         DataError: (naming ``path`` and ``what``) for anything else: strings, objects, ragged
             lists, complex, bool, structured or sparse data.
     """
+    import torch  # here, not at the top: the CLI reads PLY/NPY scans before torch loads
+
     if isinstance(x, torch.Tensor):
         if x.layout != torch.strided:
             raise DataError(path, f"{what} is a {x.layout} tensor; expected a dense array")

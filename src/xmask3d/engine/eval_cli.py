@@ -6,14 +6,16 @@ import argparse
 import json
 import logging
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from xmask3d.config import XMask3DConfig, load_config, to_dict
 from xmask3d.data.processed import atomic_write
 from xmask3d.data.splits import CategorySplit
 from xmask3d.errors import CheckpointError
-from xmask3d.eval.metrics import OpenVocabMetrics, format_metrics_table
+
+# torch loads inside the functions, so that `xmask3d eval --help` and bad arguments answer at once
+if TYPE_CHECKING:
+    from xmask3d.eval.metrics import OpenVocabMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ def write_outputs(result, split: CategorySplit, out_dir: Path, *, meta: dict) ->
 
 def report(result, split: CategorySplit, out_dir: Path, *, meta: dict) -> Path:
     """Print the summary and per-class tables; write ``metrics.json`` and the PNGs."""
+    from xmask3d.eval.metrics import format_metrics_table
+
     path = write_outputs(result, split, out_dir, meta=meta)
     named = {"fused": result.metrics["fused"], "3d-only": result.metrics["3d"],
              "2d-only": result.metrics["2d"]}
@@ -109,6 +113,8 @@ def report(result, split: CategorySplit, out_dir: Path, *, meta: dict) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the tables, write JSON and PNGs (rank 0)."""
+    import torch
+
     from xmask3d.engine import distributed as D
     from xmask3d.engine.checkpoint import load_model_state
     from xmask3d.engine.data import category_split, eval_shard, eval_vocabulary, open_layout

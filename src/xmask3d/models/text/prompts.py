@@ -13,8 +13,7 @@ import torch.nn.functional as F
 
 from xmask3d.errors import ConfigError
 from xmask3d.models.text.encoders import TextEncoder
-
-SYNONYM_SEPARATOR = "|"
+from xmask3d.vocabulary import SYNONYM_SEPARATOR, parse_class_names  # noqa: F401
 
 DEFAULT_TEMPLATES: tuple[str, ...] = (
     "a {}.",
@@ -56,35 +55,6 @@ def resolve_templates(templates: bool | Sequence[str] | None) -> tuple[str, ...]
         if not isinstance(template, str) or template.count("{}") != 1:
             raise ConfigError(f"templates[{i}]={template!r} must be a string with one '{{}}'")
     return out
-
-
-def parse_class_names(names: Sequence[str | Sequence[str]]) -> tuple[tuple[str, ...], ...]:
-    """Split a vocabulary into per-class synonym tuples.
-
-    Args:
-        names: C entries; each is ``"name"``, ``"name|synonym|..."`` or a list of synonyms.
-
-    Returns:
-        C tuples of stripped, non-empty phrases (the first one is the display name).
-    """
-    if isinstance(names, str):
-        raise ConfigError(f"class names: expected a list of names, got one string {names!r}")
-    entries = list(names)
-    if not entries:
-        raise ConfigError("class names: the vocabulary is empty")
-    out = []
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            parts = entry.split(SYNONYM_SEPARATOR)
-        elif isinstance(entry, Sequence) and all(isinstance(p, str) for p in entry):
-            parts = list(entry)
-        else:
-            raise ConfigError(f"class names[{i}]={entry!r}: expected a string or a list of strings")
-        phrases = tuple(p.strip() for p in parts)
-        if not phrases or any(not p for p in phrases):
-            raise ConfigError(f"class names[{i}]={entry!r}: empty class name or synonym")
-        out.append(phrases)
-    return tuple(out)
 
 
 def expand_prompts(phrase: str, templates: Sequence[str]) -> list[str]:
