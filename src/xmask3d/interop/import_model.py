@@ -1,0 +1,244 @@
+"""``xmask3d import``: the authors' released checkpoint + SD v1.3 + CLIP -> one checkpoint of ours.
+
+The authors' file holds the 3D networks and the 2D head (``authors_checkpoint``); Stable
+Diffusion (UNet, VAE and the text encoder's output for "") comes from the original single file
+through diffusers' own converters (``diffusers.loaders.single_file_utils``, via
+``xmask3d.models.mask2d.sd_loading``); the CLIP text tower from an open_clip / OpenAI ViT-L-14 file
+through diffusers' ``convert_open_clip_checkpoint`` (or a transformers CLIP folder as it is).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from xmask3d.config import XMask3DConfig, load_config, to_dict
+from xmask3d.data.processed import atomic_write
+from xmask3d.data.splits import SPLITS
+from xmask3d.errors import CheckpointError, DataError
+from xmask3d.interop.authors_checkpoint import (
+    ConversionReport,
+    check_split,
+    convert_authors_state,
+    load_authors_checkpoint,
+    published_tap_order,
+    unused_value_notes,
+)
+from xmask3d.interop.published_layout import PUBLISHED_SPLITS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SD_V1_TEXT_CONFIG", "clip_text_folder", "import_authors", "sd_empty_context",
+           "write_report"]
+
+# The SD v1.x text encoder (CLIP ViT-L/14 text tower, as in openai/clip-vit-large-patch14).
+SD_V1_TEXT_CONFIG: dict[str, Any] = {
+    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072,
+    "num_hidden_layers": 12, "num_attention_heads": 12, "max_position_embeddings": 77,
+    "hidden_act": "quick_gelu", "projection_dim": 768, "layer_norm_eps": 1e-5,
+    "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 49407,
+}
+_TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _load_text_model(cls, config: dict[str, Any], state: dict[str, Tensor], source: Path):
+    from transformers import CLIPTextConfig
+
+    model = cls(CLIPTextConfig(**config)).eval()
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("position_ids")]
+    if missing:
+        raise DataError(source, f"{len(missing)} CLIP text-encoder tensors missing, e.g. "
+                                f"{missing[:3]}")
+    for key, value in own.items():
+        if key in state and tuple(state[key].shape) != tuple(value.shape):
+            raise DataError(source, f"CLIP text encoder: {key} has shape "
+                                    f"{tuple(state[key].shape)}, expected {tuple(value.shape)}")
+    model.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
+    return model
+
+
+def sd_empty_context(sd_state: dict[str, Tensor], source: Path,
+                     text_config: dict[str, Any] | None = None) -> Tensor:
+    """(1, L, D) SD text-encoder output for "" (the unconditional context of the authors' LDM).
+
+    The text encoder comes out of the single file through diffusers'
+    ``convert_ldm_clip_checkpoint``.
+    "" tokenises to BOS followed by EOS padding (SD v1's CLIP tokenizer pads with EOS), so no
+    vocabulary file is needed.
+    """
+    from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
+    from transformers import CLIPTextModel
+
+    cfg = dict(text_config or SD_V1_TEXT_CONFIG)
+    state = convert_ldm_clip_checkpoint(sd_state)
+    if not state:
+        raise DataError(source, "no SD text encoder (cond_stage_model.transformer.*) in the file")
+    model = _load_text_model(CLIPTextModel, cfg, state, source)
+    length = cfg["max_position_embeddings"]
+    ids = torch.tensor([[cfg["bos_token_id"]] + [cfg["eos_token_id"]] * (length - 1)])
+    with torch.no_grad():
+        return model(input_ids=ids).last_hidden_state.float()
+
+
+def _read_clip_state(path: Path) -> dict[str, Tensor]:
+    from xmask3d.models.mask2d.sd_loading import read_state_dict
+
+    if path.suffix.lower() == ".pt" and _is_torchscript(path):
+        # OpenAI's ViT-L-14.pt is a TorchScript archive: its tensors are read without pickle.
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+    return read_state_dict(path)
+
+
+def _is_torchscript(path: Path) -> bool:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def clip_text_folder(clip: Path, tokenizer: Path | None, dest: Path) -> Path:
+    """A transformers CLIP text-tower folder for ``text.clip_path``.
+
+    Args:
+        clip: a transformers CLIP folder (returned as it is), or an open_clip / OpenAI ViT-L-14
+            weight file (converted with diffusers' ``convert_open_clip_checkpoint``).
+        tokenizer: a folder with the CLIP BPE files (``vocab.json``, ``merges.txt``), e.g. the
+            ``tokenizer/`` of any SD v1 diffusers folder; needed for a weight file.
+        dest: where the converted folder is written (atomically: a temporary folder, renamed).
+    """
+    from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
+    from transformers import CLIPTextModelWithProjection
+
+    if clip.is_dir():
+        if not (clip / "config.json").is_file():
+            raise DataError(clip, "not a transformers CLIP folder (no config.json)")
+        return clip
+    if tokenizer is None or not all((tokenizer / f).is_file() for f in _TOKENIZER_FILES[:2]):
+        raise DataError(tokenizer or clip, "converting a CLIP weight file needs --clip-tokenizer, "
+                        "a folder with the CLIP BPE files vocab.json and merges.txt (e.g. the "
+                        "tokenizer/ folder of a Stable Diffusion v1 diffusers download)")
+    raw = {k.removeprefix("module."): v for k, v in _read_clip_state(clip).items()}
+    if "token_embedding.weight" not in raw or "text_projection" not in raw:
+        raise DataError(clip, "not an open_clip/OpenAI CLIP file (no token_embedding.weight / "
+                              "text_projection)")
+    width = raw["token_embedding.weight"].shape[1]
+    layers = 1 + max(int(k.split(".")[2]) for k in raw if k.startswith("transformer.resblocks."))
+    config = {**SD_V1_TEXT_CONFIG, "vocab_size": raw["token_embedding.weight"].shape[0],
+              "hidden_size": width, "intermediate_size": 4 * width, "num_hidden_layers": layers,
+              "num_attention_heads": width // 64,
+              "max_position_embeddings": raw["positional_embedding"].shape[0],
+              "projection_dim": raw["text_projection"].shape[1]}
+    text = {k: v for k, v in raw.items() if not k.startswith("visual.")}
+    from transformers import CLIPTextConfig
+
+    shell = CLIPTextModelWithProjection(CLIPTextConfig(**config))
+    state = convert_open_clip_checkpoint(shell, text, prefix="")
+    model = _load_text_model(CLIPTextModelWithProjection, config, state, clip)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        model.save_pretrained(tmp)
+        for name in _TOKENIZER_FILES:
+            if (tokenizer / name).is_file():
+                shutil.copy(tokenizer / name, tmp / name)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _import_config(config: str, overrides: list[str], *, sd: Path, clip_dir: Path) -> XMask3DConfig:
+    import importlib.util
+
+    extra = [f"mask2d.sd_path={sd.resolve()}", "mask2d.random_sd=false", "text.encoder=clip",
+             f"text.clip_path={clip_dir.resolve()}", "fusion.uncovered=copy3d"]
+    if importlib.util.find_spec("spconv") is None:
+        extra.append("backbone3d.backend=torch")
+    cfg = load_config(config, overrides=[*extra, *overrides])
+    if cfg.data.split not in PUBLISHED_SPLITS:
+        raise CheckpointError(f"config {config}: split {cfg.data.split} has no released "
+                              f"checkpoint (released: {', '.join(PUBLISHED_SPLITS)})")
+    return cfg
+
+
+def _name_sources(report: ConversionReport) -> list[str]:
+    """Fill ``report.missing`` with where each of our tensors comes from; return the orphans."""
+    orphans = []
+    for key in report.missing:
+        if key.startswith(("mask_generator.diffusion.unet.", "mask_generator.diffusion.vae.")):
+            report.missing[key] = "--sd (diffusers single-file conversion)"
+        elif key == "mask_generator.diffusion.condition.uncond_context":
+            report.missing[key] = "--sd (its text encoder's output for the empty prompt)"
+        elif key.startswith("clip_head."):
+            report.missing[key] = "--clip (vision tower)"
+        else:
+            report.missing[key] = "nowhere (left at initialisation)"
+            orphans.append(key)
+    return orphans
+
+
+def write_report(report: ConversionReport, out: Path) -> tuple[Path, Path]:
+    """``<out>.import.json`` and ``<out>.import.txt`` beside the output, atomically."""
+    js, txt = out.with_name(out.name + ".import.json"), out.with_name(out.name + ".import.txt")
+    text = json.dumps(report.to_dict(), indent=1)
+    atomic_write(js, lambda t: Path(t).write_text(text))
+    summary = report.summary() + "\n"
+    atomic_write(txt, lambda t: Path(t).write_text(summary))
+    return js, txt
+
+
+def import_authors(authors: Path, *, sd: Path, clip: Path, clip_tokenizer: Path | None,
+                   config: str, out: Path, overrides: list[str] = (),
+                   allow_unknown: bool = False) -> ConversionReport:
+    """Convert and write one checkpoint of ours (``save_checkpoint`` format) plus the report."""
+    from xmask3d.engine.checkpoint import save_checkpoint
+    from xmask3d.models.build import build_model
+    from xmask3d.models.mask2d.sd_loading import read_state_dict
+
+    published = load_authors_checkpoint(authors)
+    probe = load_config(config, overrides=list(overrides))
+    check_split(published, split=probe.data.split, source=str(authors),
+                expected_classes=len(SPLITS[probe.data.split].base))
+    clip_dir = clip_text_folder(clip, clip_tokenizer, out.with_name(out.stem + "-clip-text"))
+    cfg = _import_config(config, list(overrides), sd=sd, clip_dir=clip_dir)
+    model = build_model(cfg, text_dim=768)   # loads the SD UNet and VAE from --sd
+    diffusion = model.mask_generator.diffusion
+    state, report = convert_authors_state(
+        published, model.state_dict(), tap_names=published_tap_order(diffusion.taps),
+        n_fpn=len(model.mask_generator.pixel_decoder.fpn_features), source=str(authors))
+    uncond = sd_empty_context(read_state_dict(sd), sd)
+    key = "mask_generator.diffusion.condition.uncond_context"
+    if tuple(uncond.shape) != tuple(state[key].shape):
+        raise DataError(sd, f"text encoder output {tuple(uncond.shape)} but the model needs "
+                            f"{tuple(state[key].shape)}")
+    state[key] = uncond
+    orphans = _name_sources(report)
+    report.missing[key] = "--sd (its text encoder's output for the empty prompt)"
+    report.notes += unused_value_notes(published, eos_coef=cfg.loss.eos_coef,
+                                       binary_pos_weight=cfg.loss.binary_pos_weight)
+    if report.unknown and not allow_unknown:
+        raise CheckpointError(f"{authors}: {len(report.unknown)} tensors this importer does not "
+                              f"know, e.g. {report.unknown[:3]} (--allow-unknown skips them)")
+    if orphans:
+        raise CheckpointError(f"{authors}: {len(orphans)} of our tensors would stay random, e.g. "
+                              f"{orphans[:3]}; the config does not describe the published model")
+    save_checkpoint(out, {"model": state, "config": to_dict(cfg), "epoch": 0, "step": 0,
+                          "imported": {"authors": str(authors), "sd": str(sd),
+                                       "clip": str(clip)}})
+    write_report(report, out)
+    return report
