@@ -74,7 +74,8 @@ class SparseResUNet(nn.Module):
     A k-``stem_kernel`` stem; per encoder level a k2 s2 down conv then ``BasicBlock``s; per
     decoder level a k2 s2 inverse conv onto the skip's voxels, channel concat with the skip and
     ``BasicBlock``s; a final 1x1 conv (with a bias unless ``head_bias=False``). Every conv/BN is
-    followed by ReLU except the last conv of each block and the head. Kaiming (fan_out) init, BN (1, 0).
+    followed by ReLU except the last conv of each block and the head. Kaiming (fan_out) init,
+    BN (1, 0).
 
     Args:
         in_channels: input feature width (3 for RGB).
