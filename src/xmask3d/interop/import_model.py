@@ -54,6 +54,9 @@ def _load_text_model(cls, config: dict[str, Any], state: dict[str, Tensor], sour
 
     model = cls(CLIPTextConfig(**config)).eval()
     own = model.state_dict()
+    # transformers versions differ on whether CLIPTextModel keys carry "text_model."
+    state = {k: state.get(k, state.get(f"text_model.{k}")) for k in own
+             if k in state or f"text_model.{k}" in state}
     missing = [k for k in own if k not in state and not k.endswith("position_ids")]
     if missing:
         raise DataError(source, f"{len(missing)} CLIP text-encoder tensors missing, e.g. "
