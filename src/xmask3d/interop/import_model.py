@@ -30,6 +30,7 @@ from xmask3d.interop.authors_checkpoint import (
     convert_authors_state,
     load_authors_checkpoint,
     published_tap_order,
+    strip_ddp_prefix,
     unused_value_notes,
 )
 from xmask3d.interop.published_layout import PUBLISHED_SPLITS
@@ -81,15 +82,32 @@ def sd_empty_context(sd_state: dict[str, Tensor], source: Path,
     from diffusers.loaders.single_file_utils import convert_ldm_clip_checkpoint
     from transformers import CLIPTextModel
 
-    cfg = dict(text_config or SD_V1_TEXT_CONFIG)
     state = convert_ldm_clip_checkpoint(sd_state)
     if not state:
         raise DataError(source, "no SD text encoder (cond_stage_model.transformer.*) in the file")
+    cfg = dict(text_config or _text_config_of(state))
     model = _load_text_model(CLIPTextModel, cfg, state, source)
     length = cfg["max_position_embeddings"]
     ids = torch.tensor([[cfg["bos_token_id"]] + [cfg["eos_token_id"]] * (length - 1)])
     with torch.no_grad():
         return model(input_ids=ids).last_hidden_state.float()
+
+
+def _text_config_of(state: dict[str, Tensor]) -> dict[str, Any]:
+    """SD v1's text-encoder config with the sizes of the tensors at hand (64-wide heads; BOS
+    and EOS are the last two tokens of the vocabulary, 49406 and 49407 for CLIP)."""
+    tok = state.get("text_model.embeddings.token_embedding.weight")
+    pos = state.get("text_model.embeddings.position_embedding.weight")
+    if tok is None or pos is None:
+        return dict(SD_V1_TEXT_CONFIG)
+    vocab, width = tok.shape
+    layers = 1 + max(int(k.split(".")[3]) for k in state
+                     if k.startswith("text_model.encoder.layers."))
+    return {**SD_V1_TEXT_CONFIG, "vocab_size": vocab, "hidden_size": width,
+            "intermediate_size": state["text_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+            "num_hidden_layers": layers, "num_attention_heads": max(1, width // 64),
+            "max_position_embeddings": pos.shape[0], "bos_token_id": vocab - 2,
+            "eos_token_id": vocab - 1, "pad_token_id": vocab - 1}
 
 
 def _read_clip_state(path: Path) -> dict[str, Tensor]:
@@ -219,7 +237,10 @@ def import_authors(authors: Path, *, sd: Path, clip: Path, clip_tokenizer: Path 
                 expected_classes=len(SPLITS[probe.data.split].base))
     clip_dir = clip_text_folder(clip, clip_tokenizer, out.with_name(out.stem + "-clip-text"))
     cfg = _import_config(config, list(overrides), sd=sd, clip_dir=clip_dir)
-    model = build_model(cfg, text_dim=768)   # loads the SD UNet and VAE from --sd
+    text_dim = strip_ddp_prefix(published).get("pc_decoder.decoder.weight")
+    if text_dim is None:
+        raise CheckpointError(f"{authors}: no pc_decoder.decoder.weight: not an XMask3D checkpoint")
+    model = build_model(cfg, text_dim=text_dim.shape[0])   # loads the SD UNet and VAE from --sd
     diffusion = model.mask_generator.diffusion
     state, report = convert_authors_state(
         published, model.state_dict(), tap_names=published_tap_order(diffusion.taps),

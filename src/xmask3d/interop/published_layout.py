@@ -73,9 +73,12 @@ class PublishedArch:
     binary: MinkUNetSpec = MINKUNET18A_SPEC
     in_channels: int = 3
     out_3d: int = 256                      # MinkUNet output width (``last_dim``)
+    binary_out: int = 256                  # binary MinkUNet output width
+    global_dim: int = 768                  # ``point2text_adapter`` width = ``dim_latent``
     text_dim: int = 768                    # CLIP ViT-L/14 joint space
     tap_channels: tuple[int, ...] = (512, 512, 2560, 1920, 960, 640, 512, 512)
     projection_dim: int = 512
+    projection_mid: int = 128              # BottleneckBlock width (projection_dim // 4)
     context_len: int = 77
     context_dim: int = 768                 # SD v1 cross-attention width
     time_dim: int = 1280                   # SD v1 time-embedding width
@@ -172,9 +175,8 @@ def _d2_conv(prefix: str, cin: int, cout: int, k: int) -> Shapes:
     return {f"{prefix}.weight": (cout, cin, k, k), **_layer_norm(f"{prefix}.norm", cout)}
 
 
-def _bottleneck(prefix: str, cin: int, cout: int) -> Shapes:
-    """detectron2 ``BottleneckBlock`` with GroupNorm, bottleneck ``cout // 4``."""
-    mid = cout // 4
+def _bottleneck(prefix: str, cin: int, cout: int, mid: int) -> Shapes:
+    """detectron2 ``BottleneckBlock`` with GroupNorm (bottleneck width ``mid``)."""
     out: Shapes = _d2_conv(f"{prefix}.shortcut", cin, cout, 1) if cin != cout else {}
     out.update(_d2_conv(f"{prefix}.conv1", cin, mid, 1))
     out.update(_d2_conv(f"{prefix}.conv2", mid, mid, 3))
@@ -253,21 +255,23 @@ def published_shapes(arch: PublishedArch) -> Shapes:
     a = arch
     out: Shapes = {}
     out.update(minkunet_shapes(a.backbone, a.in_channels, a.out_3d, "pc_decoder.encoder."))
-    out.update(_linear("pc_decoder.point2text_adapter", a.out_3d, a.text_dim))
+    # the adapter reads the bottleneck (block4, planes[3] wide; 256 = last_dim in the release)
+    out.update(_linear("pc_decoder.point2text_adapter", a.backbone.planes[3], a.global_dim))
     out.update(_linear("pc_decoder.decoder", a.out_3d, a.text_dim))
-    out.update(minkunet_shapes(a.binary, a.in_channels, a.out_3d, "pc_binary_head.encoder."))
-    out.update(_bn("pc_binary_head.batch_norm", a.out_3d, me=False))
-    out.update(_linear("pc_binary_head.fc", a.out_3d, 1))
+    out.update(minkunet_shapes(a.binary, a.in_channels, a.binary_out, "pc_binary_head.encoder."))
+    out.update(_bn("pc_binary_head.batch_norm", a.binary_out, me=False))
+    out.update(_linear("pc_binary_head.fc", a.binary_out, 1))
     out["binary_loss_func.pos_weight"] = (1,)
     fe = "backbone.feature_extractor"
     out[f"{fe}.alpha_cond"] = (1, a.context_len, a.context_dim)
     out[f"{fe}.alpha_cond_time_embed"] = (a.time_dim,)
     out[f"{fe}.clip_project.positional_embedding"] = (1, a.context_len, a.context_dim)
-    out.update(_linear(f"{fe}.clip_project.linear", a.text_dim, a.context_dim))
+    out.update(_linear(f"{fe}.clip_project.linear", a.global_dim, a.context_dim))
     out[f"{fe}.time_embed_project.positional_embedding"] = (1, 1, a.time_dim)
-    out.update(_linear(f"{fe}.time_embed_project.linear", a.text_dim, a.time_dim))
+    out.update(_linear(f"{fe}.time_embed_project.linear", a.global_dim, a.time_dim))
     for i, c in enumerate(a.tap_channels):
-        out.update(_bottleneck(f"backbone.feature_projections.{i}.0", c, a.projection_dim))
+        out.update(_bottleneck(f"backbone.feature_projections.{i}.0", c, a.projection_dim,
+                               a.projection_mid))
     out.update(_pixel_decoder(a, "sem_seg_head.pixel_decoder"))
     out.update(_predictor(a, "sem_seg_head.predictor"))
     out["criterion.empty_weight"] = (a.num_classes + 1,)
