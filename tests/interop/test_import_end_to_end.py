@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from xmask3d.cli import main
 from xmask3d.config import load_config
+from xmask3d.data.ply import write_ply
 from xmask3d.interop.authors_checkpoint import (
     UNUSED,
     authors_key_map,
@@ -79,6 +81,12 @@ def _clip_file(tmp_path):
                b + "ln_2.weight": 1 + r(w), b + "ln_2.bias": r(w),
                b + "mlp.c_fc.weight": r(4 * w, w), b + "mlp.c_fc.bias": r(4 * w),
                b + "mlp.c_proj.weight": r(w, 4 * w), b + "mlp.c_proj.bias": r(w)})
+    v = "visual."                                      # a 32 px, patch-8 vision tower
+    st.update({v + "class_embedding": r(w), v + "conv1.weight": r(w, 3, 8, 8),
+               v + "positional_embedding": r(17, w), v + "proj": r(w, TEXT_DIM),
+               v + "ln_pre.weight": 1 + r(w), v + "ln_pre.bias": r(w),
+               v + "ln_post.weight": 1 + r(w), v + "ln_post.bias": r(w)})
+    st.update({f"{v}{k}": t.clone() for k, t in st.items() if k.startswith(b)})
     torch.save(st, tmp_path / "ViT-tiny.pt")
     tok = tmp_path / "tokenizer"
     tok.mkdir()
@@ -135,3 +143,14 @@ def test_import_writes_a_checkpoint_our_commands_load(tmp_path, tiny_sd):
         assert torch.equal(state[km.ours], ours[km.ours]), km.ours
     assert lm.cfg.fusion.uncovered == "copy3d" and lm.cfg.text.encoder == "clip"
     assert lm.model.mask_generator.diffusion.condition.uncond_context.abs().sum() > 0
+    assert lm.model.clip_head is not None          # the MaskCLIP vision tower came along
+    # `segment` runs the imported model (2D branch, SD taps and MaskCLIP included)
+    rng = np.random.default_rng(0)
+    floor = np.c_[rng.uniform(0, 3, (3000, 2)), np.zeros(3000)]
+    box = rng.uniform([1, 1, 0], [1.6, 1.5, 0.8], (1500, 3))
+    points = np.concatenate([floor, box]).astype(np.float32)
+    colors = np.concatenate([np.full((3000, 3), 90), np.full((1500, 3), 200)]).astype(np.uint8)
+    write_ply(tmp_path / "room.ply", points, colors)
+    assert main(["segment", str(tmp_path / "room.ply"), "--classes", "floor, table",
+                 "--ckpt", str(out), "--virtual-views", "2", "--out", str(tmp_path / "seg")]) == 0
+    assert any((tmp_path / "seg").iterdir())

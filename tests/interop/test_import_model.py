@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from xmask3d.errors import DataError
-from xmask3d.interop.import_model import SD_V1_TEXT_CONFIG, clip_text_folder, sd_empty_context
+from xmask3d.interop.import_model import SD_V1_TEXT_CONFIG, clip_folder, sd_empty_context
 from xmask3d.models.mask2d.sd_loading import load_sd_unet, load_sd_vae
 
 CTX = 32
@@ -103,7 +103,7 @@ def test_open_clip_text_tower_converts_to_a_transformers_folder(tmp_path):
     tok.mkdir()
     (tok / "vocab.json").write_text(json.dumps({"a</w>": 0}))
     (tok / "merges.txt").write_text("#version: 0.2\n")
-    folder = clip_text_folder(tmp_path / "ViT-tiny.pt", tok, tmp_path / "clip-text")
+    folder = clip_folder(tmp_path / "ViT-tiny.pt", tok, tmp_path / "clip")
     assert (folder / "vocab.json").is_file() and (folder / "config.json").is_file()
     model = CLIPTextModelWithProjection.from_pretrained(folder, local_files_only=True).eval()
     ids = torch.tensor([[49406, 320, 1125, 49407, 49407, 49407, 49407, 49407, 49407, 49407,
@@ -113,7 +113,77 @@ def test_open_clip_text_tower_converts_to_a_transformers_folder(tmp_path):
     torch.testing.assert_close(ours, _openai_encode_text(st, ids, 2, 2), rtol=1e-4, atol=1e-5)
 
 
+def _openai_vision_state(st, width, layers, patch, grid, proj, seed):
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen) * 0.1  # noqa: E731
+    v = "visual."
+    st.update({v + "class_embedding": r(width), v + "conv1.weight": r(width, 3, patch, patch),
+               v + "positional_embedding": r(grid * grid + 1, width), v + "proj": r(width, proj),
+               v + "ln_pre.weight": 1 + r(width), v + "ln_pre.bias": r(width),
+               v + "ln_post.weight": 1 + r(width), v + "ln_post.bias": r(width)})
+    for i in range(layers):
+        b = f"{v}transformer.resblocks.{i}."
+        st.update({b + "ln_1.weight": 1 + r(width), b + "ln_1.bias": r(width),
+                   b + "attn.in_proj_weight": r(3 * width, width),
+                   b + "attn.in_proj_bias": r(3 * width),
+                   b + "attn.out_proj.weight": r(width, width), b + "attn.out_proj.bias": r(width),
+                   b + "ln_2.weight": 1 + r(width), b + "ln_2.bias": r(width),
+                   b + "mlp.c_fc.weight": r(4 * width, width), b + "mlp.c_fc.bias": r(4 * width),
+                   b + "mlp.c_proj.weight": r(width, 4 * width), b + "mlp.c_proj.bias": r(width)})
+    return st
+
+
+def _openai_encode_image(st, image, layers, heads):
+    """OpenAI CLIP ``VisionTransformer.forward`` written out (pre-LN, QuickGELU, CLS token)."""
+    v = "visual."
+    x = F.conv2d(image, st[v + "conv1.weight"], stride=st[v + "conv1.weight"].shape[-1])
+    x = x.flatten(2).transpose(1, 2)                                         # (B, g*g, W)
+    cls = st[v + "class_embedding"].expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + st[v + "positional_embedding"]
+    w, n = x.shape[-1], x.shape[1]
+    x = F.layer_norm(x, (w,), st[v + "ln_pre.weight"], st[v + "ln_pre.bias"])
+    for i in range(layers):
+        b = f"{v}transformer.resblocks.{i}."
+        h = F.layer_norm(x, (w,), st[b + "ln_1.weight"], st[b + "ln_1.bias"])
+        qkv = h @ st[b + "attn.in_proj_weight"].t() + st[b + "attn.in_proj_bias"]
+        q, k, vv = qkv.chunk(3, -1)
+        split = lambda t: t.view(t.shape[0], n, heads, -1).transpose(1, 2)  # noqa: E731
+        a = (split(q) @ split(k).transpose(-1, -2)) / (w // heads) ** 0.5
+        o = (a.softmax(-1) @ split(vv)).transpose(1, 2).reshape(x.shape)
+        x = x + o @ st[b + "attn.out_proj.weight"].t() + st[b + "attn.out_proj.bias"]
+        h = F.layer_norm(x, (w,), st[b + "ln_2.weight"], st[b + "ln_2.bias"])
+        h = h @ st[b + "mlp.c_fc.weight"].t() + st[b + "mlp.c_fc.bias"]
+        h = h * torch.sigmoid(1.702 * h)
+        x = x + h @ st[b + "mlp.c_proj.weight"].t() + st[b + "mlp.c_proj.bias"]
+    x = F.layer_norm(x[:, 0], (w,), st[v + "ln_post.weight"], st[v + "ln_post.bias"])
+    return x @ st[v + "proj"]
+
+
+def test_openai_clip_with_vision_tower_converts_both_towers(tmp_path):
+    from transformers import CLIPTextModelWithProjection, CLIPVisionModelWithProjection
+
+    st = _openai_text_state(128, 1, 49408, 12, 96, seed=8)
+    st = _openai_vision_state(st, 128, 2, 8, 4, 96, seed=9)
+    torch.save(st, tmp_path / "ViT-tiny.pt")
+    tok = tmp_path / "tokenizer"
+    tok.mkdir()
+    (tok / "vocab.json").write_text(json.dumps({"a</w>": 0}))
+    (tok / "merges.txt").write_text("#version: 0.2\n")
+    folder = clip_folder(tmp_path / "ViT-tiny.pt", tok, tmp_path / "clip")
+    assert "vision_config" in json.loads((folder / "config.json").read_text())
+    vision = CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True).eval()
+    image = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = vision(pixel_values=image).image_embeds
+    torch.testing.assert_close(ours, _openai_encode_image(st, image, 2, 2), rtol=1e-4, atol=1e-5)
+    text = CLIPTextModelWithProjection.from_pretrained(folder, local_files_only=True).eval()
+    ids = torch.tensor([[49406, 5, 49407] + [49407] * 9])
+    with torch.no_grad():
+        torch.testing.assert_close(text(input_ids=ids).text_embeds,
+                                   _openai_encode_text(st, ids, 1, 2), rtol=1e-4, atol=1e-5)
+
+
 def test_clip_weight_file_needs_a_tokenizer(tmp_path):
     torch.save({"token_embedding.weight": torch.zeros(2, 2)}, tmp_path / "c.pt")
     with pytest.raises(DataError, match="--clip-tokenizer"):
-        clip_text_folder(tmp_path / "c.pt", None, tmp_path / "out")
+        clip_folder(tmp_path / "c.pt", None, tmp_path / "out")

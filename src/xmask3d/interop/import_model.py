@@ -3,8 +3,9 @@
 The authors' file holds the 3D networks and the 2D head (``authors_checkpoint``); Stable
 Diffusion (UNet, VAE and the text encoder's output for "") comes from the original single file
 through diffusers' own converters (``diffusers.loaders.single_file_utils``, via
-``xmask3d.models.mask2d.sd_loading``); the CLIP text tower from an open_clip / OpenAI ViT-L-14 file
-through diffusers' ``convert_open_clip_checkpoint`` (or a transformers CLIP folder as it is).
+``xmask3d.models.mask2d.sd_loading``); CLIP from an open_clip / OpenAI ViT-L-14 file: the text tower
+through diffusers' ``convert_open_clip_checkpoint``, the vision tower (MaskCLIP) by a tested
+mapping (or a transformers CLIP folder as it is).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from xmask3d.interop.published_layout import PUBLISHED_SPLITS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SD_V1_TEXT_CONFIG", "clip_text_folder", "import_authors", "sd_empty_context",
+__all__ = ["SD_V1_TEXT_CONFIG", "clip_folder", "import_authors", "sd_empty_context",
            "write_report"]
 
 # The SD v1.x text encoder (CLIP ViT-L/14 text tower, as in openai/clip-vit-large-patch14).
@@ -50,24 +51,27 @@ SD_V1_TEXT_CONFIG: dict[str, Any] = {
 _TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def _load_text_model(cls, config: dict[str, Any], state: dict[str, Tensor], source: Path):
-    from transformers import CLIPTextConfig
-
-    model = cls(CLIPTextConfig(**config)).eval()
+def _load_checked(model, state: dict[str, Tensor], source: Path, what: str):
+    """Load ``state`` into ``model`` refusing missing tensors and shape changes (by name)."""
     own = model.state_dict()
     # transformers versions differ on whether CLIPTextModel keys carry "text_model."
     state = {k: state.get(k, state.get(f"text_model.{k}")) for k in own
              if k in state or f"text_model.{k}" in state}
     missing = [k for k in own if k not in state and not k.endswith("position_ids")]
     if missing:
-        raise DataError(source, f"{len(missing)} CLIP text-encoder tensors missing, e.g. "
-                                f"{missing[:3]}")
+        raise DataError(source, f"{len(missing)} {what} tensors missing, e.g. {missing[:3]}")
     for key, value in own.items():
         if key in state and tuple(state[key].shape) != tuple(value.shape):
-            raise DataError(source, f"CLIP text encoder: {key} has shape "
-                                    f"{tuple(state[key].shape)}, expected {tuple(value.shape)}")
-    model.load_state_dict({k: state[k] for k in own if k in state}, strict=False)
-    return model
+            raise DataError(source, f"{what}: {key} has shape {tuple(state[key].shape)}, "
+                                    f"expected {tuple(value.shape)}")
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
+def _load_text_model(cls, config: dict[str, Any], state: dict[str, Tensor], source: Path):
+    from transformers import CLIPTextConfig
+
+    return _load_checked(cls(CLIPTextConfig(**config)), state, source, "CLIP text-encoder")
 
 
 def sd_empty_context(sd_state: dict[str, Tensor], source: Path,
@@ -129,18 +133,57 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def clip_text_folder(clip: Path, tokenizer: Path | None, dest: Path) -> Path:
-    """A transformers CLIP text-tower folder for ``text.clip_path``.
+def _openai_vision_state(raw: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """OpenAI/open_clip ``visual.*`` -> transformers ``CLIPModel`` vision keys, and its config.
+
+    A tested mapping (no maintained offline converter exists for the vision tower):
+    ``conv1`` -> patch embedding, ``ln_pre`` -> ``pre_layrnorm``, each resblock's fused
+    ``in_proj`` -> q/k/v, ``ln_1/ln_2`` -> ``layer_norm1/2``, ``c_fc/c_proj`` -> ``fc1/fc2``,
+    ``ln_post`` -> ``post_layernorm``, ``proj`` (W, P) -> ``visual_projection.weight`` (P, W).
+    """
+    v, out = "vision_model.", {}
+    width, _, patch, _ = raw["visual.conv1.weight"].shape
+    tokens = raw["visual.positional_embedding"].shape[0]
+    out[v + "embeddings.class_embedding"] = raw["visual.class_embedding"]
+    out[v + "embeddings.patch_embedding.weight"] = raw["visual.conv1.weight"]
+    out[v + "embeddings.position_embedding.weight"] = raw["visual.positional_embedding"]
+    for ours, theirs in (("pre_layrnorm", "ln_pre"), ("post_layernorm", "ln_post")):
+        for p in ("weight", "bias"):
+            out[f"{v}{ours}.{p}"] = raw[f"visual.{theirs}.{p}"]
+    out["visual_projection.weight"] = raw["visual.proj"].t().contiguous()
+    layers = 1 + max(int(k.split(".")[3]) for k in raw
+                     if k.startswith("visual.transformer.resblocks."))
+    names = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1",
+             "mlp.c_proj": "mlp.fc2", "attn.out_proj": "self_attn.out_proj"}
+    for i in range(layers):
+        a, b = f"visual.transformer.resblocks.{i}.", f"{v}encoder.layers.{i}."
+        for p in ("weight", "bias"):
+            for q, name in zip(raw[f"{a}attn.in_proj_{p}"].chunk(3, 0), "qkv", strict=True):
+                out[f"{b}self_attn.{name}_proj.{p}"] = q.contiguous()
+            for theirs, ours in names.items():
+                out[f"{b}{ours}.{p}"] = raw[f"{a}{theirs}.{p}"]
+    config = {"hidden_size": width, "intermediate_size": raw[
+        "visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0], "num_hidden_layers": layers,
+              "num_attention_heads": width // 64, "patch_size": patch,
+              "image_size": patch * round((tokens - 1) ** 0.5), "hidden_act": "quick_gelu",
+              "layer_norm_eps": 1e-5, "projection_dim": raw["visual.proj"].shape[1]}
+    return out, config
+
+
+def clip_folder(clip: Path, tokenizer: Path | None, dest: Path) -> Path:
+    """A transformers CLIP folder for ``text.clip_path`` (with the vision tower when present).
 
     Args:
         clip: a transformers CLIP folder (returned as it is), or an open_clip / OpenAI ViT-L-14
-            weight file (converted with diffusers' ``convert_open_clip_checkpoint``).
+            weight file: its text tower is converted with diffusers'
+            ``convert_open_clip_checkpoint``, its vision tower (``visual.*``, the authors'
+            MaskCLIP) with ``_openai_vision_state``.
         tokenizer: a folder with the CLIP BPE files (``vocab.json``, ``merges.txt``), e.g. the
             ``tokenizer/`` of any SD v1 diffusers folder; needed for a weight file.
         dest: where the converted folder is written (atomically: a temporary folder, renamed).
     """
     from diffusers.loaders.single_file_utils import convert_open_clip_checkpoint
-    from transformers import CLIPTextModelWithProjection
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModelWithProjection
 
     if clip.is_dir():
         if not (clip / "config.json").is_file():
@@ -156,17 +199,26 @@ def clip_text_folder(clip: Path, tokenizer: Path | None, dest: Path) -> Path:
                               "text_projection)")
     width = raw["token_embedding.weight"].shape[1]
     layers = 1 + max(int(k.split(".")[2]) for k in raw if k.startswith("transformer.resblocks."))
-    config = {**SD_V1_TEXT_CONFIG, "vocab_size": raw["token_embedding.weight"].shape[0],
-              "hidden_size": width, "intermediate_size": 4 * width, "num_hidden_layers": layers,
-              "num_attention_heads": width // 64,
-              "max_position_embeddings": raw["positional_embedding"].shape[0],
-              "projection_dim": raw["text_projection"].shape[1]}
+    text_cfg = {**SD_V1_TEXT_CONFIG, "vocab_size": raw["token_embedding.weight"].shape[0],
+                "hidden_size": width, "intermediate_size": 4 * width,
+                "num_hidden_layers": layers, "num_attention_heads": width // 64,
+                "max_position_embeddings": raw["positional_embedding"].shape[0],
+                "projection_dim": raw["text_projection"].shape[1]}
     text = {k: v for k, v in raw.items() if not k.startswith("visual.")}
-    from transformers import CLIPTextConfig
-
-    shell = CLIPTextModelWithProjection(CLIPTextConfig(**config))
+    shell = CLIPTextModelWithProjection(CLIPTextConfig(**text_cfg))
     state = convert_open_clip_checkpoint(shell, text, prefix="")
-    model = _load_text_model(CLIPTextModelWithProjection, config, state, clip)
+    if "visual.conv1.weight" in raw:
+        vision, vision_cfg = _openai_vision_state(raw)
+        if vision_cfg["projection_dim"] != text_cfg["projection_dim"]:
+            raise DataError(clip, "text and vision projections differ in width")
+        state = {**state, **vision}
+        # CLIP's own temperature; xmask3d never uses it (CLIP's initial value when absent)
+        state["logit_scale"] = raw.get("logit_scale", torch.tensor(2.6592)).reshape(())
+        config = CLIPConfig(text_config=text_cfg, vision_config=vision_cfg,
+                            projection_dim=text_cfg["projection_dim"])
+        model = _load_checked(CLIPModel(config), state, clip, "CLIP")
+    else:
+        model = _load_text_model(CLIPTextModelWithProjection, text_cfg, state, clip)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -235,7 +287,7 @@ def import_authors(authors: Path, *, sd: Path, clip: Path, clip_tokenizer: Path 
     probe = load_config(config, overrides=list(overrides))
     check_split(published, split=probe.data.split, source=str(authors),
                 expected_classes=len(SPLITS[probe.data.split].base))
-    clip_dir = clip_text_folder(clip, clip_tokenizer, out.with_name(out.stem + "-clip-text"))
+    clip_dir = clip_folder(clip, clip_tokenizer, out.with_name(out.stem + "-clip"))
     cfg = _import_config(config, list(overrides), sd=sd, clip_dir=clip_dir)
     text_dim = strip_ddp_prefix(published).get("pc_decoder.decoder.weight")
     if text_dim is None:
