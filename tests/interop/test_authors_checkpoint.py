@@ -207,3 +207,12 @@ def test_authors_file_with_numpy_best_iou_loads(tmp_path):
     torch.save({"epoch": 3, "state_dict": {"module.a": torch.ones(2)}, "optimizer": {},
                 "best_iou": np.float64(0.5)}, path)
     assert list(load_authors_checkpoint(path)) == ["module.a"]
+
+
+def test_a_tensor_of_the_right_size_but_wrong_shape_is_refused():
+    ours = {"point_proj.weight": torch.zeros(8, 4), "point_proj.bias": torch.zeros(8)}
+    pub = {"module.pc_decoder.decoder.weight": torch.zeros(4, 8),
+           "module.pc_decoder.decoder.bias": torch.zeros(8)}
+    with pytest.raises(CheckpointError, match=r"a.pth: pc_decoder.decoder.weight of shape "
+                                              r"\(4, 8\).*point_proj.weight is \(8, 4\)"):
+        convert_authors_state(pub, ours, tap_names=[], source="a.pth")

@@ -309,7 +309,12 @@ def convert_authors_state(
             raise CheckpointError(
                 f"{source}: {key} has shape {tuple(value.shape)} but our {km.ours} needs "
                 f"{tuple(target.shape)}; the checkpoint does not fit this configuration")
-        state[km.ours] = _to_ours(value, km.transform, tuple(target.shape)).to(target.dtype)
+        converted = _to_ours(value, km.transform, tuple(target.shape))
+        if tuple(converted.shape) != tuple(target.shape):
+            raise CheckpointError(
+                f"{source}: {key} of shape {tuple(value.shape)} becomes "
+                f"{tuple(converted.shape)}, but our {km.ours} is {tuple(target.shape)}")
+        state[km.ours] = converted.to(target.dtype)
         filled.add(km.ours)
         report.loaded.append(km)
     report.missing = {k: "?" for k in our_state if k not in filled}

@@ -304,7 +304,6 @@ def import_authors(authors: Path, *, sd: Path, clip: Path, clip_tokenizer: Path 
                             f"{tuple(state[key].shape)}")
     state[key] = uncond
     orphans = _name_sources(report)
-    report.missing[key] = "--sd (its text encoder's output for the empty prompt)"
     report.notes += unused_value_notes(published, eos_coef=cfg.loss.eos_coef,
                                        binary_pos_weight=cfg.loss.binary_pos_weight)
     if report.unknown and not allow_unknown:
