@@ -67,6 +67,7 @@ class Backbone3DCfg:
     binary_dec_blocks: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     binary_out_channels: int = 256        # width of the binary network before its BN/ReLU/Linear
     global_dim: int = 768                 # width of the per-view global feature (condition)
+    head_bias: bool = True                # bias of both U-Nets' final 1x1 conv (published: none)
 
 
 @dataclass

@@ -112,7 +112,7 @@ def _sparse_unet(in_ch: int, out_ch: int, *, enc, enc_blocks, dec, dec_blocks,
     return SparseResUNet(in_ch, out_ch, stem_channels=b.stem_channels, stem_kernel=b.stem_kernel,
                          enc_channels=tuple(enc), enc_blocks=tuple(enc_blocks),
                          dec_channels=tuple(dec), dec_blocks=tuple(dec_blocks),
-                         backend=b.backend)
+                         backend=b.backend, head_bias=b.head_bias)
 
 
 def build_clip_head(cfg: XMask3DConfig) -> nn.Module | None:

@@ -73,8 +73,9 @@ class SparseResUNet(nn.Module):
 
     A k-``stem_kernel`` stem; per encoder level a k2 s2 down conv then ``BasicBlock``s; per
     decoder level a k2 s2 inverse conv onto the skip's voxels, channel concat with the skip and
-    ``BasicBlock``s; a final 1x1 conv with bias. Every conv/BN is followed by ReLU except the
-    last conv of each block and the head. Kaiming (fan_out) init, BN (1, 0).
+    ``BasicBlock``s; a final 1x1 conv (with a bias unless ``head_bias=False``). Every conv/BN is
+    followed by ReLU except the last conv of each block and the head. Kaiming (fan_out) init,
+    BN (1, 0).
 
     Args:
         in_channels: input feature width (3 for RGB).
@@ -87,13 +88,14 @@ class SparseResUNet(nn.Module):
         dec_blocks: ``BasicBlock``s per decoder level.
         backend: sparse backend or its name (``"torch"``, ``"spconv"``).
         bn_momentum: momentum of every batch norm.
+        head_bias: whether the final 1x1 conv has a bias (the published MinkUNet's has none).
     """
 
     def __init__(
         self, in_channels: int, out_channels: int, *, stem_channels: int, stem_kernel: int,
         enc_channels: tuple[int, ...], enc_blocks: tuple[int, ...],
         dec_channels: tuple[int, ...], dec_blocks: tuple[int, ...],
-        backend: SparseBackend | str = "torch", bn_momentum: float = 0.1,
+        backend: SparseBackend | str = "torch", bn_momentum: float = 0.1, head_bias: bool = True,
     ) -> None:
         super().__init__()
         levels = len(enc_channels)
@@ -123,7 +125,7 @@ class SparseResUNet(nn.Module):
             self.decoder.append(make_stage(channels + skip, channels, blocks, backend=be,
                                            bn_momentum=bn_momentum))
             width = channels
-        self.head = be.subm_conv(width, out_channels, kernel_size=1, bias=True)
+        self.head = be.subm_conv(width, out_channels, kernel_size=1, bias=head_bias)
         init_kaiming_fan_out(self)
 
     @classmethod

@@ -61,7 +61,8 @@ def scaled_linear_alphas_cumprod(
         (num_steps,) float64, ``prod_{s<=t} (1 - beta_s)`` with
         ``beta = linspace(sqrt(beta_start), sqrt(beta_end), num_steps) ** 2``.
     """
-    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64) ** 2
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_steps, dtype=torch.float64,
+                           device="cpu") ** 2
     return torch.cumprod(1.0 - betas, dim=0)
 
 

@@ -217,7 +217,7 @@ def _load_component(
             model = cls.from_config(cls.load_config(cfg_root, subfolder=sub, local_files_only=True))
         except _LOAD_ERRORS as exc:
             raise DataError(cfg_root, f"cannot read the {subfolder} config: {exc}") from exc
-    state = _read_state_dict(p)
+    state = read_state_dict(p)
     expected = set(model.state_dict())
     if not expected <= set(state):
         from diffusers.loaders import single_file_utils
@@ -236,6 +236,13 @@ def _load_component(
         raise DataError(
             p, f"{len(missing)} of {len(expected)} {subfolder} weights missing, e.g. {missing[:3]}"
         )
+    own = model.state_dict()
+    for key in own:  # the first differing tensor names the version mismatch (e.g. SD 2.x)
+        if tuple(state[key].shape) != tuple(own[key].shape):
+            raise DataError(
+                p, f"not a Stable Diffusion v1.x {subfolder}: {key} has shape "
+                f"{tuple(state[key].shape)} in the file but {tuple(own[key].shape)} here "
+                "(SD 2.x/XL files do not fit; the authors used sd-v1-3.ckpt)")
     try:
         model.load_state_dict({k: state[k] for k in expected}, strict=True)
     except RuntimeError as exc:
@@ -268,7 +275,7 @@ def _load_folder(cls: type, root: Path, subfolder: str) -> nn.Module:
     return model
 
 
-def _read_state_dict(path: Path) -> dict[str, Tensor]:
+def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Read a single-file checkpoint without executing pickled code."""
     try:
         if path.suffix.lower() == ".safetensors":

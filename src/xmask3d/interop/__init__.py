@@ -1,0 +1,1 @@
+"""Interoperability with other implementations' files (the authors' released checkpoints)."""
