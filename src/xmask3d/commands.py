@@ -15,6 +15,7 @@ _MODULES = (
     "xmask3d.engine.eval_cli",
     "xmask3d.apps.segment",
     "xmask3d.apps.query",
+    "xmask3d.viewer.cli",
 )
 
 

@@ -31,7 +31,8 @@ from xmask3d.data.scene import Scene, View
 from xmask3d.errors import ConfigError, DataError
 
 __all__ = ["PATH_3D", "PATH_VIEWS", "PATH_VIRTUAL", "ScanScores", "add_scan_arguments",
-           "find_views", "load_scan", "open_inputs", "parse_names", "peak_rss_mb", "score_scan", "write_json"]
+           "find_views", "load_scan", "make_virtual_views", "open_inputs", "parse_names",
+           "peak_rss_mb", "score_scan", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +181,7 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
     path, notes = PATH_VIEWS, []
     if not views:
         path, views_source = PATH_VIRTUAL, "rendered"
-        views, notes = _virtual_views(args, lm, scene)
+        views, notes = make_virtual_views(args, lm, scene)
     logger.info("path: %s (%d views from %s)", path, len(views), views_source)
     acc, used = run_views(
         lm, scene, views, class_embeds=class_embeds, score_fn=view_fn, width=width,
@@ -197,7 +198,7 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
     return ScanScores(acc.mean(scene.points), path, views_source, len(views), used, seen, notes)
 
 
-def _virtual_views(args: argparse.Namespace, lm: LoadedModel,
+def make_virtual_views(args: argparse.Namespace, lm: LoadedModel,
                    scene: Scene) -> tuple[list[View], list[str]]:
     """Virtual views for ``--virtual-views N`` (and a note when the scan has no colour)."""
     notes = []
