@@ -74,16 +74,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=_port, default=8080, help="port (0: any free port)")
     p.add_argument("--export-dir", default=None,
                    help="where Export PLY/PNG write (default: <scan stem>_view/)")
-    p.set_defaults(func=run)
-
-
-def _complete(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the view-selection fields ``segment`` has and ``view`` does not expose."""
-    for name, value in (("batch_size", None), ("max_view_points", None),
-                        ("chunk_points", 65000), ("no_progress", True)):
-        if not hasattr(args, name):
-            setattr(args, name, value)
-    return args
+    # view-selection settings of `segment` that the viewer keeps at their defaults
+    p.set_defaults(func=run, batch_size=None, max_view_points=None, chunk_points=65000,
+                   no_progress=True)
 
 
 def start_viewer(args: argparse.Namespace):
@@ -101,7 +94,6 @@ def start_viewer(args: argparse.Namespace):
     from xmask3d.viewer.server import ViewerServer, check_port_free
     from xmask3d.viewer.state import ViewState, load_segment_result
 
-    args = _complete(args)
     scan = Path(args.scan)
     export = Path(args.export_dir or f"{scan.stem or scan.name}_view")
     if args.port:

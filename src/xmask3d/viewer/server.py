@@ -101,7 +101,7 @@ class ViewerServer:
         """A point size of about the scan's mean point spacing."""
         from xmask3d.apps.virtual_views import point_spacing
 
-        return float(np.clip(1.6 * point_spacing(self.state.points), 0.004, 0.1))
+        return float(np.clip(1.2 * point_spacing(self.state.points), 0.004, 0.1))
 
     def _build_gui(self, classes: str, base: str) -> None:
         gui = self.server.gui

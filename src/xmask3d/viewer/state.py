@@ -268,9 +268,10 @@ class ViewState:
         return cols
 
     def legend(self) -> Legend:
-        """Class colours and point counts of the current prediction (empty for input/query)."""
+        """Class colours and point counts of the current prediction (of the fused one while
+        the input colours or a query are shown; empty before any segmentation)."""
         with self.lock:
-            labels = self.labels.get(self.mode)
+            labels = self.labels.get(self.mode, self.labels.get("fused"))
             if labels is None:
                 return Legend()
             counts = np.bincount(labels, minlength=len(self.names))
