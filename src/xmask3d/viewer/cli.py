@@ -94,6 +94,12 @@ def start_viewer(args: argparse.Namespace):
     from xmask3d.viewer.server import ViewerServer, check_port_free
     from xmask3d.viewer.state import ViewState, load_segment_result
 
+    import importlib.util
+
+    from xmask3d.errors import ConfigError
+
+    if importlib.util.find_spec("viser") is None:
+        raise ConfigError("`xmask3d view` needs viser: pip install 'xmask3d[view]'")
     scan = Path(args.scan)
     export = Path(args.export_dir or f"{scan.stem or scan.name}_view")
     if args.port:
@@ -111,8 +117,6 @@ def start_viewer(args: argparse.Namespace):
     base = parse_names(args.base_classes, what="--base-classes") if args.base_classes else []
     unknown = [b for b in base if b not in names]
     if unknown:
-        from xmask3d.errors import ConfigError
-
         raise ConfigError(f"--base-classes: {', '.join(unknown)} not in --classes")
     scene = load_scan(scan)
     find_views(args)                              # refuses bad --views before serving
