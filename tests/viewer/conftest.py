@@ -17,6 +17,7 @@ make_room = _apps.make_room
 micro_cfg = _apps.micro_cfg
 micro_ckpt = _apps.micro_ckpt
 room_ply = _apps.room_ply
+room_factory = _apps.room_factory
 
 
 @pytest.fixture(scope="session")

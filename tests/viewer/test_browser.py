@@ -6,54 +6,22 @@ the browser with apt-get when it runs as root).
 
 from __future__ import annotations
 
-import io
-import shutil
 import time
 
 import numpy as np
 import pytest
 
+from xmask3d.viewer.browser import (
+    SCENE_CANVAS,
+    canvas_pixels,
+    chromium_path,
+    gui_input,
+    launch,
+    wait_for,
+)
 from xmask3d.viewer.cli import start_viewer
 
 from .conftest import view_args
-
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--use-angle=swiftshader",
-                 "--enable-unsafe-swiftshader", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-
-
-SCENE_CANVAS = "canvas[data-engine]"        # three.js's canvas (viser has other, empty ones)
-
-
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def launch(p):
-    """Headless Chromium with WebGL on SwiftShader (no GPU, no network services)."""
-    return p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-
-
-def gui_input(page, label: str):
-    """The input of the viser control whose label reads ``label``."""
-    return page.locator(f'label:text-is("{label}")').locator(
-        "xpath=ancestor::*[.//input][1]//input").first
-
-
-def canvas_pixels(page) -> np.ndarray:
-    from PIL import Image
-
-    shot = page.locator(SCENE_CANVAS).screenshot()
-    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(np.int16)
-
-
-def wait_for(cond, timeout: float = 30.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 @pytest.fixture(scope="module")

@@ -77,3 +77,28 @@ def test_user_error_on_the_page_is_a_message(room_ply, micro_ckpt):
         assert server.status.content.startswith("\u26a0") and "empty" in server.status.content
     finally:
         server.stop()
+
+
+def test_ceiling_is_cut_away_and_the_cut_slider_sends_the_points_below(room_factory):
+    from xmask3d.viewer.server import ViewerServer
+    from xmask3d.viewer.state import ViewState
+
+    points, colors, _ = room_factory(1)
+    rng = np.random.default_rng(1)
+    ceiling = np.column_stack([rng.uniform(0, 4, 3000), rng.uniform(0, 3, 3000),
+                               np.full(3000, 2.5)]).astype(np.float32)
+    pts = np.concatenate([points, ceiling])
+    cols = np.concatenate([colors, np.full((3000, 3), 250, np.uint8)])
+    server = ViewerServer(ViewState(pts, cols), port=0)
+    try:
+        assert server.cut < 2.5 and not server.visible[len(points):].any()
+        sent = np.asarray(server.cloud.points, np.float64) + server.cloud.position
+        assert len(sent) == int(server.visible.sum()) and sent[:, 2].max() < 2.45
+        np.testing.assert_array_equal(server.cloud.colors, cols[server.visible])
+        server.cut_slider.value = 1.0
+        server._on_cut()
+        sent = np.asarray(server.cloud.points, np.float64) + server.cloud.position
+        assert len(sent) == int((pts[:, 2] <= 1.0).sum()) and sent[:, 2].max() <= 1.01
+        assert len(server.cloud.colors) == len(sent)
+    finally:
+        server.stop()

@@ -90,13 +90,12 @@ def start_viewer(args: argparse.Namespace):
         XMask3DError: an unreadable scan, folder or checkpoint, a bad class list or a port in
             use, all before the server starts.
     """
-    from xmask3d.apps.common import find_views, load_scan, parse_names
-    from xmask3d.viewer.server import ViewerServer, check_port_free
-    from xmask3d.viewer.state import ViewState, load_segment_result
-
     import importlib.util
 
+    from xmask3d.apps.common import find_views, load_scan, parse_names
     from xmask3d.errors import ConfigError
+    from xmask3d.viewer.server import ViewerServer, check_port_free
+    from xmask3d.viewer.state import ViewState, load_segment_result
 
     if importlib.util.find_spec("viser") is None:
         raise ConfigError("`xmask3d view` needs viser: pip install 'xmask3d[view]'")

@@ -34,12 +34,12 @@ from xmask3d.apps.inference import (
     run_views,
     spatial_chunks,
 )
-from xmask3d.apps.query import DEFAULT_NEGATIVES, relevance
+from xmask3d.apps.query import DEFAULT_NEGATIVES
 from xmask3d.config import FusionCfg
 from xmask3d.data.batch import ViewBatch
 from xmask3d.data.scene import Scene, View
 from xmask3d.errors import DataError
-from xmask3d.models.fusion.mask_to_points import cosine_logits, gather_point_mask_features
+from xmask3d.models.fusion.mask_to_points import gather_point_mask_features
 from xmask3d.models.fusion.routing import ensemble_log_scores, gate_base_novel
 from xmask3d.models.outputs import XMask3DOutput
 
@@ -102,10 +102,11 @@ class PointFeatures:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         pick = (lambda t: t) if index is None else (lambda t: t[index])
         feats = {"fused": self.fused, "3d": self.feat_3d, "2d": self.feat_2d}[mode]
-        scale = torch.tensor(self.scale)
-        out = F.log_softmax(cosine_logits(pick(feats), vocab.embeds, scale), dim=1)
+        classes = _unit(vocab.embeds).T
+        # the cached features are unit vectors: the cosine logits are one product
+        out = F.log_softmax(self.scale * (pick(feats) @ classes), dim=1)
         if mode == "fused" and self.clip is not None:
-            log_clip = F.log_softmax(cosine_logits(pick(self.clip), vocab.embeds, scale), dim=1)
+            log_clip = F.log_softmax(self.scale * (pick(self.clip) @ classes), dim=1)
             out = ensemble_log_scores(out, log_clip, pick(self.covered) > 0, vocab.is_novel,
                                       base_ratio=self.fusion.base_ratio,
                                       novel_ratio=self.fusion.novel_ratio)
@@ -121,9 +122,11 @@ class PointFeatures:
             for lo in range(0, n, 200_000)]).astype(np.float32)
 
     def relevance(self, query: torch.Tensor, negatives: torch.Tensor) -> np.ndarray:
-        """(N,) LERF relevance of the fused features to one (E,) query embedding."""
-        return relevance(self.fused, query[None], negatives,
-                         torch.tensor(self.scale))[:, 0].numpy()
+        """(N,) LERF relevance of the fused features to one (E,) query embedding: the formula
+        of :func:`xmask3d.apps.query.relevance` as one (N, E) @ (E, 1 + M) product."""
+        texts = _unit(torch.cat([query[None], negatives]))
+        s = self.fused @ (self.scale * texts.T)
+        return torch.sigmoid(s[:, 0] - s[:, 1:].max(dim=1).values).numpy()
 
 
 class _ReportingViews(list):
@@ -187,7 +190,8 @@ def compute_point_features(args, lm: LoadedModel, scene: Scene, vocab: Vocabular
         f3 = _unit(mean[:, :e])
         n = scene.num_points
         return PointFeatures(fused=f3, feat_3d=f3, feat_2d=f3, clip=None, binary=mean[:, e],
-                             covered=torch.zeros(n), scale=logit_scale_of(lm), fusion=fusion, path=PATH_3D)
+                             covered=torch.zeros(n), scale=logit_scale_of(lm), fusion=fusion,
+                             path=PATH_3D)
     views, source = find_views(args)
     path = PATH_VIEWS
     if not views:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmask3d.apps.render import ceiling_cut
 from xmask3d.errors import ConfigError, XMask3DError
 from xmask3d.viewer.state import COLOUR_MODES, ViewState
 
@@ -87,12 +88,18 @@ class ViewerServer:
         lo, hi = np.percentile(pts, [1, 99], axis=0)
         centre, ext = (lo + hi) / 2, float(np.max(hi - lo))
         self.center = centre
+        z = pts[:, 2]
+        self.z_range = (float(z.min()), float(z.max()))
+        cut = ceiling_cut(pts)
+        self.cut = self.z_range[1] if cut is None else cut
+        self.visible = z <= self.cut
         self.server.scene.set_up_direction("+z")
         cam = self.server.initial_camera
         cam.look_at = tuple(float(v) for v in centre)
         cam.position = tuple(float(v) for v in centre + np.array([-0.6, -0.9, 0.8]) * ext)
         self.cloud = self.server.scene.add_point_cloud(
-            "/scan", points=pts - centre, colors=self.state.colors(), point_size=self._size(),
+            "/scan", points=pts[self.visible] - centre,
+            colors=self.state.colors()[self.visible], point_size=self._size(),
             point_shape="rounded", position=tuple(float(v) for v in centre))
         self.marker = self.server.scene.add_icosphere(
             "/picked", radius=2.5 * self._size(), color=(255, 0, 255), visible=False)
@@ -115,6 +122,11 @@ class ViewerServer:
                                          initial_value=MODE_LABELS[self.state.mode])
             self.size = gui.add_slider("point size", min=0.001, max=0.1, step=0.001,
                                        initial_value=round(self._size(), 3))
+            lo, hi = self.z_range
+            self.cut_slider = gui.add_slider(
+                "cut above (m)", min=round(lo, 2), max=round(hi + 0.01, 2), step=0.01,
+                initial_value=round(min(self.cut, hi + 0.01), 2),
+                hint="hide the points above this height (a ceiling is cut away at the start)")
         with gui.add_folder("Segment"):
             self.classes = gui.add_text("classes", classes, hint="comma-separated; synonyms "
                                         "with | (sofa|couch)")
@@ -137,6 +149,7 @@ class ViewerServer:
             self.export_msg = gui.add_markdown("")
         self.mode.on_update(lambda _: self._guard(self._on_mode))
         self.size.on_update(lambda _: setattr(self.cloud, "point_size", float(self.size.value)))
+        self.cut_slider.on_update(lambda _: self._guard(self._on_cut))
         self.segment_btn.on_click(lambda _: self._guard(self._on_segment))
         self.query_btn.on_click(lambda _: self._guard(self._on_query))
         self.threshold.on_update(lambda _: self._guard(self._on_threshold))
@@ -168,7 +181,7 @@ class ViewerServer:
                 self.mode.options = modes
             if self.mode.value != MODE_LABELS[self.state.mode]:
                 self.mode.value = MODE_LABELS[self.state.mode]
-            self.cloud.colors = self.state.colors()
+            self.cloud.colors = self.state.colors()[self.visible]
             self.legend.content = self.state.legend().html()
 
     def _on_mode(self) -> None:
@@ -176,6 +189,12 @@ class ViewerServer:
         if mode != self.state.mode and mode in COLOUR_MODES:
             self.state.set_mode(mode)
             self.refresh()
+
+    def _on_cut(self) -> None:
+        with self._update_lock, self.server.atomic():
+            self.visible = self.state.points[:, 2] <= float(self.cut_slider.value)
+            self.cloud.points = self.state.points[self.visible] - self.center
+            self.cloud.colors = self.state.colors()[self.visible]
 
     def _on_segment(self) -> None:
         self.set_status("segmenting\u2026")
@@ -193,7 +212,7 @@ class ViewerServer:
             self.refresh()
 
     def _on_click(self, event) -> None:
-        index = self.state.pick(event.ray_origin, event.ray_direction)
+        index = self.state.pick(event.ray_origin, event.ray_direction, self.visible)
         if index is None:
             self.inspect_md.content = "No point under the cursor."
             self.marker.visible = False

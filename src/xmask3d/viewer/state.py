@@ -279,19 +279,18 @@ class ViewState:
                             int(counts[i])) for i in np.argsort(-counts, kind="stable")
                            if counts[i] > 0])
 
-    def pick(self, origin, direction) -> int | None:
+    def pick(self, origin, direction, visible: np.ndarray | None = None) -> int | None:
         """Index of the point a click ray hits (the nearest one along the ray within a small
-        cone), or ``None`` when the ray passes no point."""
+        cone; only ``visible`` points when given), or ``None`` when the ray passes no point."""
         o = np.asarray(origin, np.float64)
         d = np.asarray(direction, np.float64)
         d = d / max(np.linalg.norm(d), 1e-12)
         rel = self.points.astype(np.float64) - o
         t = rel @ d
         perp = np.linalg.norm(rel - t[:, None] * d, axis=1)
-        ahead = t > 0
-        if not ahead.any():
-            return None
-        cone = ahead & (perp <= 0.01 * t + 0.02)
+        cone = (t > 0) & (perp <= 0.01 * t + 0.02)
+        if visible is not None:
+            cone &= visible
         if cone.any():
             idx = np.flatnonzero(cone)
             return int(idx[np.argmin(t[idx])])
