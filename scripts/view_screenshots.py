@@ -48,9 +48,13 @@ def shoot(scan: Path, stem: str, out: Path, *, query: str, extra: list[str]) -> 
             page = browser.new_page(viewport={"width": 1400, "height": 860})
             page.goto(server.url)
             page.wait_for_selector(SCENE_CANVAS, timeout=60_000)
-            time.sleep(2)
+            wait_for(lambda: "computing point features: views" in server.status.content
+                     and server.progress.value > 20, timeout=600)
+            time.sleep(1.5)
             close_notifications(page)
-            page.screenshot(path=str(out / f"view_{stem}_progress.png"))
+            if worker.is_alive():
+                page.screenshot(path=str(out / f"view_{stem}_progress.png"))
+                written.append(out / f"view_{stem}_progress.png")
             worker.join()
             print(f"{stem}: first run {time.perf_counter() - start:.1f} s "
                   f"({server.status.content})")
@@ -92,7 +96,7 @@ def main() -> None:
             scene = load_scannet_fixture(with_views=False)
             ply = Path(tmp) / "scene0000_00.ply"
             write_ply(ply, scene.points, scene.colors)
-            shoot(ply, "real", out, query="something to sit on", extra=[])
+            shoot(ply, "real", out, query="something to sit on", extra=["--virtual-views", "4"])
         if args.only in (None, "synth"):
             cli(["synth", "--out", str(Path(tmp) / "synth"), "--scenes", "1", "--views", "12",
                  "--seed", "1", "--val-fraction", "0", "--no-progress"])
