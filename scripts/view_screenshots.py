@@ -71,10 +71,13 @@ def shoot(scan: Path, stem: str, out: Path, *, query: str, extra: list[str]) -> 
             time.sleep(2.5)
             pixels = canvas_pixels(page)
             drawn = np.argwhere(np.abs(pixels - pixels[0, 0]).sum(axis=2) > 30)
-            r, c = drawn[len(drawn) // 2]
+            centre = drawn.mean(axis=0)
+            near = drawn[np.argsort(((drawn - centre) ** 2).sum(axis=1))]
             box_xy = page.locator(SCENE_CANVAS).bounding_box()
-            page.mouse.click(box_xy["x"] + int(c), box_xy["y"] + int(r))
-            wait_for(lambda: "fused 3D-2D" in server.inspect_md.content)
+            for r, c in near[:: max(len(near) // 6, 1)][:6]:      # a few drawn pixels
+                page.mouse.click(box_xy["x"] + int(c), box_xy["y"] + int(r))
+                if wait_for(lambda: "fused 3D-2D" in server.inspect_md.content, timeout=8):
+                    break
             time.sleep(1.5)
             page.screenshot(path=str(out / f"view_{stem}_query.png"))
             written.append(out / f"view_{stem}_query.png")
