@@ -9,6 +9,7 @@ outside the repository), the generated room comes from ``xmask3d synth``.
 from __future__ import annotations
 
 import argparse
+import io
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +35,14 @@ SCANNET20 = ("wall, floor, cabinet, bed, chair, sofa, table, door, window, books
              "otherfurniture")
 
 
+def save_shot(page, path: Path) -> Path:
+    """A screenshot of the page as an optimised RGB PNG (a palette would alter the colours)."""
+    from PIL import Image
+
+    Image.open(io.BytesIO(page.screenshot())).convert("RGB").save(path, optimize=True)
+    return path
+
+
 def shoot(scan: Path, stem: str, out: Path, *, query: str, extra: list[str]) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -53,8 +62,7 @@ def shoot(scan: Path, stem: str, out: Path, *, query: str, extra: list[str]) -> 
             time.sleep(1.5)
             close_notifications(page)
             if worker.is_alive():
-                page.screenshot(path=str(out / f"view_{stem}_progress.png"))
-                written.append(out / f"view_{stem}_progress.png")
+                written.append(save_shot(page, out / f"view_{stem}_progress.png"))
             worker.join()
             print(f"{stem}: first run {time.perf_counter() - start:.1f} s "
                   f"({server.status.content})")
@@ -62,8 +70,7 @@ def shoot(scan: Path, stem: str, out: Path, *, query: str, extra: list[str]) -> 
                 server.state.set_mode(mode)
                 server.refresh()
                 time.sleep(2.5)
-                page.screenshot(path=str(out / f"view_{stem}_{name}.png"))
-                written.append(out / f"view_{stem}_{name}.png")
+                written.append(save_shot(page, out / f"view_{stem}_{name}.png"))
             box = gui_input(page, "query")
             box.fill(query)
             page.get_by_role("button", name="Query").click()
@@ -79,8 +86,7 @@ def shoot(scan: Path, stem: str, out: Path, *, query: str, extra: list[str]) -> 
                 if wait_for(lambda: "fused 3D-2D" in server.inspect_md.content, timeout=8):
                     break
             time.sleep(1.5)
-            page.screenshot(path=str(out / f"view_{stem}_query.png"))
-            written.append(out / f"view_{stem}_query.png")
+            written.append(save_shot(page, out / f"view_{stem}_query.png"))
             print(f"{stem}: {server.query_msg.content}")
             browser.close()
     finally:
