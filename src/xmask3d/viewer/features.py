@@ -197,24 +197,22 @@ def compute_point_features(args, lm: LoadedModel, scene: Scene, vocab: Vocabular
     if not views:
         path = PATH_VIRTUAL
         views, _ = make_virtual_views(args, lm, scene)
-    has_clip = [False]
+    has_clip = lm.model.clip_head is not None      # CLIP mask embeddings: one more block
 
     def view_fn(out: XMask3DOutput, batch: ViewBatch) -> torch.Tensor:
         cov = out.point_covered.float()[:, None]
         parts = [_unit(out.point_feats_fused), _unit(out.point_feats_3d),
                  _unit(out.point_feats_2d) * cov, cov, out.binary_logits.float()[:, None]]
-        if out.mask_clip_embeds is not None:
-            has_clip[0] = True
+        if has_clip:
             clip = gather_point_mask_features(out.mask_clip_embeds, out.point_mask_id,
                                               batch.point_batch)
             parts.append(_unit(clip) * cov)
-        else:
-            parts.append(torch.zeros_like(parts[0]))
         return torch.cat(parts, dim=1)
 
     acc, used = run_views(
         lm, scene, _ReportingViews(views, report), class_embeds=vocab.embeds, score_fn=view_fn,
-        width=4 * e + 2, is_novel_class=vocab.is_novel if vocab.gating else None,
+        width=(4 if has_clip else 3) * e + 2,
+        is_novel_class=vocab.is_novel if vocab.gating else None,
         batch_size=args.batch_size or (lm.cfg.eval.batch_size if lm.device.type == "cuda"
                                        else 1),
         rel_thresh=RENDERED_REL_THRESH if path == PATH_VIRTUAL else None,
@@ -222,15 +220,15 @@ def compute_point_features(args, lm: LoadedModel, scene: Scene, vocab: Vocabular
     if used == 0 or not acc.seen.any():
         raise DataError(source or None, f"none of the {len(views)} views sees a point of the "
                         "scan; check that the poses and the scan share one coordinate frame")
-    mean = acc.mean(scene.points)
+    mean = acc.mean(scene.points)                  # (N, width), unseen points filled
     covered = mean[:, 3 * e].copy()
-    feat_2d, clip = mean[:, 2 * e:3 * e], mean[:, 3 * e + 2:]
-    _fill_uncovered(scene.points, feat_2d, covered > 0)
-    _fill_uncovered(scene.points, clip, covered > 0)
+    for block in (slice(2 * e, 3 * e), slice(3 * e + 2, 4 * e + 2) if has_clip else None):
+        if block is not None:                      # 2D (and CLIP) features of uncovered points
+            _fill_uncovered(scene.points, mean[:, block], covered > 0)
     t = torch.from_numpy(mean)
     return PointFeatures(
         fused=_unit(t[:, :e]), feat_3d=_unit(t[:, e:2 * e]), feat_2d=_unit(t[:, 2 * e:3 * e]),
-        clip=_unit(t[:, 3 * e + 2:]) if has_clip[0] else None, binary=t[:, 3 * e + 1].clone(),
+        clip=_unit(t[:, 3 * e + 2:]) if has_clip else None, binary=t[:, 3 * e + 1].clone(),
         covered=torch.from_numpy(covered), scale=logit_scale_of(lm), fusion=fusion, path=path)
 
 
