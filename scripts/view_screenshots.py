@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--only", choices=("real", "synth"), default=None)
     args = ap.parse_args()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "real"):
             scene = load_scannet_fixture(with_views=False)
