@@ -30,6 +30,14 @@ def state(scorer):
     return ViewState(scene.points, scene.colors, sc)
 
 
+def test_actions_before_the_features_are_ready(scorer):
+    early = ViewState(scorer[0].points, scorer[0].colors)
+    assert "still being computed" in early.query("a chair")
+    with pytest.raises(ConfigError, match="still being computed"):
+        early.segment("chair, table")
+    assert "still being computed" in early.inspect(0)
+
+
 def test_input_colours_before_any_segmentation(state, scorer):
     np.testing.assert_array_equal(state.colors(), scorer[0].colors)
     assert state.available_modes() == ["input"] and state.legend().entries == []

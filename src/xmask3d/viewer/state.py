@@ -206,7 +206,9 @@ class ViewState:
         unknown = [b for b in base_names if b not in names]
         if unknown:
             raise ConfigError(f"base classes: {', '.join(unknown)} not in the class list")
-        if self.scorer is None or not self.scorer.has_model:
+        if self.scorer is None:
+            raise ConfigError("the point features are still being computed; try again when done")
+        if not self.scorer.has_model:
             raise ConfigError("no model loaded: this view shows a saved segmentation")
         start = time.perf_counter()
         with self.lock:
