@@ -10,16 +10,27 @@ export OMP_NUM_THREADS ?= 2
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install test demo bench checkpoint clean lint
+.PHONY: install test demo bench checkpoint clean lint browser
 
-install: $(STAMP)
+install: $(STAMP) browser
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[test,train]"
+	$(PIP) install -q -c constraints.txt -e ".[test,train,view]"
 	touch $(STAMP)
+
+# Debian's chromium for the viewer's browser test (tests/viewer/test_browser.py); never fails the
+# build: without root or apt-get that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the viewer's browser test"; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	    echo "chromium could not be installed: the browser test will be skipped"; \
+	  else echo "no chromium and no root apt-get: the viewer's browser test will be skipped"; fi; }
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -16,6 +16,7 @@ _MODULES = (
     "xmask3d.apps.segment",
     "xmask3d.apps.query",
     "xmask3d.interop.import_cli",
+    "xmask3d.viewer.cli",
 )
 
 

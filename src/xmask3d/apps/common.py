@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MIN_VIEW_POINTS", "PATH_3D", "PATH_VIEWS", "PATH_VIRTUAL", "CommandMemory",
            "ScanScores", "add_scan_arguments", "available_memory_bytes", "check_memory",
-           "find_views", "load_scan", "open_inputs", "parse_names", "score_scan", "write_json"]
+           "find_views", "load_scan", "make_virtual_views", "open_inputs", "parse_names",
+           "score_scan", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
     path, notes = PATH_VIEWS, []
     if not views:
         path, views_source = PATH_VIRTUAL, "rendered"
-        views, notes = _virtual_views(args, lm, scene)
+        views, notes = make_virtual_views(args, lm, scene)
     logger.info("path: %s (%d views from %s)", path, len(views), views_source)
     acc, used = run_views(
         lm, scene, views, class_embeds=class_embeds, score_fn=view_fn, width=width,
@@ -289,7 +290,7 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
     return ScanScores(acc.mean(scene.points), path, views_source, len(views), used, seen, notes)
 
 
-def _virtual_views(args: argparse.Namespace, lm: LoadedModel,
+def make_virtual_views(args: argparse.Namespace, lm: LoadedModel,
                    scene: Scene) -> tuple[list[View], list[str]]:
     """Virtual views for ``--virtual-views N`` (and a note when the scan has no colour)."""
     from xmask3d.apps.virtual_views import render_virtual_views

@@ -24,7 +24,7 @@ from xmask3d.apps.virtual_views import (
 )
 from xmask3d.data.processed import atomic_write
 
-__all__ = ["OTHER_COLOR", "class_palette", "heat_colors", "render_panels",
+__all__ = ["OTHER_COLOR", "ceiling_cut", "class_palette", "heat_colors", "render_panels",
            "save_heatmap_png", "save_segmentation_png"]
 
 OTHER_COLOR = (160, 160, 160)
@@ -52,14 +52,21 @@ def heat_colors(values: np.ndarray, *, vmin: float, vmax: float,
     return np.round(matplotlib.colormaps[cmap](t)[:, :3] * 255).astype(np.uint8)
 
 
-def _keep_below_ceiling(points: np.ndarray) -> np.ndarray:
-    """(N,) bool: everything but a ceiling layer (> 15 % of the points in the top 5 %)."""
+def ceiling_cut(points: np.ndarray) -> float | None:
+    """Height below which everything but a ceiling layer lies (a ceiling: > 15 % of the
+    points in the top 5 % of a scan over 1.5 m high), or ``None`` without a ceiling."""
     z = points[:, 2]
     lo, hi = np.percentile(z[:: max(len(z) // 200_000, 1)], [0.5, 99.5])
     top = z > hi - 0.05 * (hi - lo)
     if top.mean() > 0.15 and hi - lo > 1.5:
-        return z < hi - 0.08 * (hi - lo)
-    return np.ones(len(z), bool)
+        return float(hi - 0.08 * (hi - lo))
+    return None
+
+
+def _keep_below_ceiling(points: np.ndarray) -> np.ndarray:
+    """(N,) bool: everything but a ceiling layer (see :func:`ceiling_cut`)."""
+    cut = ceiling_cut(points)
+    return np.ones(len(points), bool) if cut is None else points[:, 2] < cut
 
 
 def _coarsen(radius: float) -> int:

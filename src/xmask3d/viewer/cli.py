@@ -1,0 +1,168 @@
+"""``xmask3d view``: look at a scan in the browser, segment it with your words, query it live.
+
+This module is light (standard library only at import): the model, viser and numpy-heavy code
+are imported inside :func:`run` after the arguments and input files are checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from pathlib import Path
+
+__all__ = ["DEFAULT_CLASSES", "add_parser", "run", "start_viewer"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLASSES = ("wall, floor, cabinet, bed, chair, sofa|couch, table, door, window, "
+                   "bookshelf, picture, counter, desk, curtain, refrigerator, toilet, sink, "
+                   "bathtub")
+
+_EPILOG = """examples:
+  xmask3d view room.ply                      # then open the printed address in a browser
+  xmask3d view scene.pth --classes "bed, desk, chair, floor, wall" --views frames/
+  xmask3d view seg/                          # a folder `xmask3d segment --out seg` wrote
+  xmask3d view room.ply --host 0.0.0.0 --port 8090   # reachable from other machines
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0..65535, got {text!r}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``view``."""
+    p = subparsers.add_parser(
+        "view", help="browser viewer: segment a scan with your words and query it live",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scan", help="point cloud (.ply, .npy, .pth) or a folder `segment` wrote")
+    p.add_argument("--classes", default=DEFAULT_CLASSES,
+                   help='initial class list, synonyms with "|" (editable on the page)')
+    p.add_argument("--base-classes", default="",
+                   help="those of the classes the checkpoint was trained on (base/novel gate)")
+    p.add_argument("--ckpt", default=None, help="checkpoint (default: the bundled tiny one)")
+    p.add_argument("--config", default=None, help="config matching the checkpoint")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a non-architecture config value (repeatable)")
+    p.add_argument("--views", default=None, metavar="DIR",
+                   help="RGB-D frames with poses (as for `segment`); default: the processed "
+                        "layout's frames, else virtual views rendered from the points")
+    p.add_argument("--virtual", action="store_true", help="use virtual views")
+    p.add_argument("--no-2d", dest="no_2d", action="store_true", help="3D network only")
+    p.add_argument("--virtual-views", type=_positive_int, default=8, metavar="N",
+                   help="cameras on the ring of the virtual views")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_port, default=8080, help="port (0: any free port)")
+    p.add_argument("--export-dir", default=None,
+                   help="where Export PLY/PNG write (default: <scan stem>_view/)")
+    # view-selection settings of `segment` that the viewer keeps at their defaults
+    p.set_defaults(func=run, batch_size=None, max_view_points=None, chunk_points=65000,
+                   no_progress=True)
+
+
+def start_viewer(args: argparse.Namespace):
+    """Check the inputs, start the server and (for a scan) the first run in a thread.
+
+    Returns:
+        ``(server, worker)``: the :class:`~xmask3d.viewer.server.ViewerServer` and the thread
+        computing the point features (``None`` for a result folder).
+
+    Raises:
+        XMask3DError: an unreadable scan, folder or checkpoint, a bad class list or a port in
+            use, all before the server starts.
+    """
+    import importlib.util
+
+    from xmask3d.apps.common import find_views, load_scan, parse_names
+    from xmask3d.errors import ConfigError
+    from xmask3d.viewer.server import ViewerServer, check_port_free
+    from xmask3d.viewer.state import ViewState, load_segment_result
+
+    if importlib.util.find_spec("viser") is None:
+        raise ConfigError("`xmask3d view` needs viser: pip install 'xmask3d[view]'")
+    scan = Path(args.scan)
+    export = Path(args.export_dir or f"{scan.stem or scan.name}_view")
+    if args.port:
+        check_port_free(args.host, args.port)
+    if scan.is_dir():
+        points, colors, scorer, name = load_segment_result(scan)
+        state = ViewState(points, colors, scorer)
+        server = ViewerServer(state, host=args.host, port=args.port, title=name,
+                              export_dir=export, classes=", ".join(scorer.names))
+        server.set_status("saved segmentation (no model: queries and new class lists need "
+                          "`xmask3d view SCAN`)")
+        server.refresh()
+        return server, None
+    names = parse_names(args.classes, what="--classes")
+    base = parse_names(args.base_classes, what="--base-classes") if args.base_classes else []
+    unknown = [b for b in base if b not in names]
+    if unknown:
+        raise ConfigError(f"--base-classes: {', '.join(unknown)} not in --classes")
+    scene = load_scan(scan)
+    find_views(args)                              # refuses bad --views before serving
+    from xmask3d.apps.inference import load_inference_model
+
+    lm = load_inference_model(args.ckpt, config=args.config, overrides=args.overrides,
+                              device=args.device)
+    state = ViewState(scene.points, scene.colors)
+    server = ViewerServer(state, host=args.host, port=args.port, title=scan.name,
+                          export_dir=export, classes=", ".join(names), base=", ".join(base))
+    worker = threading.Thread(target=_first_run, args=(args, lm, scene, state, server, names,
+                                                       base), daemon=True, name="view-features")
+    worker.start()
+    return server, worker
+
+
+def _first_run(args, lm, scene, state, server, names, base) -> None:
+    """Compute the point features (progress on the page), then segment with the classes."""
+    import time
+
+    from xmask3d.errors import XMask3DError
+    from xmask3d.viewer.features import compute_point_features, make_vocabulary
+    from xmask3d.viewer.state import ModelScorer
+
+    start = time.perf_counter()
+    try:
+        server.report(0, 1, "starting")
+        feats = compute_point_features(args, lm, scene, make_vocabulary(lm, names, base),
+                                       report=server.report)
+        state.set_scorer(ModelScorer(feats, lm))
+        state.segment(", ".join(names), ", ".join(base))
+        server.refresh()
+        server.finish_progress(f"ready: point features of {scene.num_points:,} points "
+                               f"({feats.path}) in {time.perf_counter() - start:.1f} s")
+    except XMask3DError as exc:
+        server.finish_progress(f"\u26a0 {exc}")
+    except Exception as exc:  # noqa: BLE001 - the page must say what went wrong
+        logger.exception("first run failed")
+        server.finish_progress(f"\u26a0 internal error: {type(exc).__name__}: {exc}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the page until Ctrl-C."""
+    server, _ = start_viewer(args)
+    print(f"xmask3d view: open {server.url} in a browser (Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    finally:
+        server.stop()
+    return 0
