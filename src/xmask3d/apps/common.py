@@ -155,6 +155,7 @@ class ScanScores:
     seen_fraction: float = 1.0       # points scored directly (the rest copy the nearest one)
     notes: list[str] = field(default_factory=list)
     frame: dict[str, Any] = field(default_factory=dict)  # what ScanFrame.to_dict() says
+    points: np.ndarray | None = None  # (N, 3) the scan in that frame (upright, for pictures)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "views_source": self.views_source,
@@ -187,7 +188,7 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
     result = _score_in_frame(args, lm, scene, views, views_source=views_source,
                              class_embeds=class_embeds, view_fn=view_fn, point_fn=point_fn,
                              width=width, is_novel_class=is_novel_class)
-    result.frame = frame.to_dict()
+    result.frame, result.points = frame.to_dict(), scene.points
     return result
 
 

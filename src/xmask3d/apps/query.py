@@ -96,13 +96,13 @@ def _queries(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def _write_query(out: Path, k: int, text: str, points: np.ndarray, rel: np.ndarray,
-                 title: str) -> dict:
+                 title: str, upright: np.ndarray) -> dict:
     lo, hi = (float(v) for v in np.percentile(rel, [1, 99]))
     hi = max(hi, lo + 1e-6)
     stem = out / f"query_{k:02d}_{_slug(text)}"
     ply = stem.with_suffix(".ply")
     write_ply(ply, points, heat_colors(rel, vmin=lo, vmax=hi), relevance=rel.astype(np.float32))
-    png = save_heatmap_png(stem.with_suffix(".png"), points, rel, vmin=lo, vmax=hi,
+    png = save_heatmap_png(stem.with_suffix(".png"), upright, rel, vmin=lo, vmax=hi,
                            title=f"{title}: \u201c{text}\u201d")
     return {"query": text, "ply": str(ply), "png": str(png), "mean": float(rel.mean()),
             "max": float(rel.max()), "fraction_above_0.5": float((rel > 0.5).mean()),
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                         point_fn=point_fn, width=len(queries))
     out = Path(args.out or f"{Path(args.scan).stem}_query")
     title = f"{Path(args.scan).name}: {result.path}"
-    per_query = [_write_query(out, k, q, scene.points, result.scores[:, k], title)
+    per_query = [_write_query(out, k, q, scene.points, result.scores[:, k], title, result.points)
                  for k, q in enumerate(queries)]
     summary = {
         "scan": str(args.scan), "num_points": scene.num_points, "queries": per_query,
