@@ -1,10 +1,10 @@
 """A user's scan as it comes: detect its unit, up axis, floor and wall directions.
 
-``segment``, ``query`` and ``view`` run the model in a canonical frame — metres, +z up, the floor at
-z = 0, the walls along x and y — whatever frame and unit the scan was saved in. The transform is a
-similarity ``q = s · R · p + t`` (R a rotation, s the unit factor), applied to the points and to the
-camera poses of the user's views; per-point outputs keep the scan's own point order, so nothing has
-to be mapped back. What was detected is written into ``segment.json``.
+``segment`` and ``query`` run the model in a canonical frame — metres, +z up, the floor at z = 0,
+the walls along x and y — whatever frame and unit the scan was saved in. The transform is a
+similarity ``q = s · R · p + t`` (R a rotation, s the unit factor), applied to the points and to
+the camera poses of the user's views; per-point outputs keep the scan's own point order, so
+nothing has to be mapped back. What was detected is written into ``segment.json``.
 
 How each part is detected (heuristics, written fresh for this project; see docs/segment.md):
 - **unit**: the robust extent of the scan (1st-99th percentile, largest axis): up to 150 it is
