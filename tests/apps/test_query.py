@@ -14,6 +14,7 @@ from xmask3d.apps.inference import load_inference_model, make_sample
 from xmask3d.apps.query import relevance
 from xmask3d.cli import main
 from xmask3d.data.dataset import collate_views
+from xmask3d.data.orientation import detect_frame
 from xmask3d.data.ply import read_ply
 from xmask3d.data.scene import Scene
 
@@ -80,7 +81,8 @@ def test_query_3d_only_matches_the_3d_features(room_ply, micro_ckpt, tmp_path):
     got = read_ply(summary["queries"][0]["ply"]).fields["relevance"]
     lm = load_inference_model(micro_ckpt)
     cloud = read_ply(room_ply)
-    scene = Scene("room", cloud.points, cloud.colors)
+    # the model runs in the scan's canonical frame (metres, +z up, floor at 0)
+    scene = Scene("room", detect_frame(cloud.points).apply(cloud.points), cloud.colors)
     batch = collate_views([make_sample(scene, np.arange(scene.num_points),
                                        voxel_size=lm.cfg.data.voxel_size, class_names=("p",))])
     with torch.no_grad():

@@ -18,7 +18,8 @@ from xmask3d.apps.virtual_views import render_virtual_views
 from xmask3d.cli import main
 from xmask3d.config import FusionCfg
 from xmask3d.data.dataset import collate_views
-from xmask3d.data.ply import read_ply
+from xmask3d.data.orientation import detect_frame
+from xmask3d.data.ply import read_ply, write_ply
 from xmask3d.data.scene import Scene
 from xmask3d.errors import ConfigError
 
@@ -237,9 +238,11 @@ def test_segment_end_to_end_with_views_and_3d_only(room_ply, room_views, micro_c
                  "--out", str(out3)]) == 0
     summary, cloud = _read_outputs(out3)
     assert summary["path"] == "3d-only" and summary["views_used"] == 0
-    # one chunk holds the scan: the labels are the argmax of the model's own 3D logits
+    # one chunk holds the scan: the labels are the argmax of the model's own 3D logits, computed
+    # in the scan's canonical frame (metres, +z up, floor at 0)
     lm = load_inference_model(micro_ckpt)
-    scene = Scene("room", cloud.points, read_ply(room_ply).colors)
+    scene = Scene("room", detect_frame(cloud.points).apply(cloud.points),
+                  read_ply(room_ply).colors)
     batch = collate_views([make_sample(scene, np.arange(scene.num_points),
                                        voxel_size=lm.cfg.data.voxel_size, class_names=("p",))])
     embeds = lm.text.class_embeddings(["floor", "wall", "table"])
@@ -251,3 +254,24 @@ def test_segment_end_to_end_with_views_and_3d_only(room_ply, room_views, micro_c
                                     is_novel_class=torch.ones(3, dtype=torch.bool))
     np.testing.assert_array_equal(cloud.fields["class_id"], probs.argmax(1).numpy())
     np.testing.assert_allclose(cloud.fields["score"], probs.max(1).values.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [["--no-2d"], ["--virtual-views", "2"]])
+def test_a_turned_scan_in_millimetres_gets_the_same_scores(room_ply, micro_ckpt, tmp_path, extra):
+    cloud = read_ply(room_ply)
+    turned = tmp_path / "turned_mm.ply"   # rotated by 90 degrees about x (z-up -> y-down), in mm
+    pts = cloud.points.astype(np.float64)
+    write_ply(turned, (np.stack([pts[:, 0], -pts[:, 2], pts[:, 1]], axis=1) * 1000.0)
+              .astype(np.float32), cloud.colors)
+    runs = []
+    for scan, name in ((room_ply, "a"), (turned, "b")):
+        assert main(["segment", str(scan), "--classes", "floor, wall, table", "--ckpt",
+                     str(micro_ckpt), *extra, "--no-progress", "--out", str(tmp_path / name)]) == 0
+        runs.append(_read_outputs(tmp_path / name))
+    (first, a), (second, b) = runs
+    assert first["frame"]["unit"] == "m" and first["frame"]["up_axis"] == "+z"
+    assert second["frame"]["unit"] == "mm" and second["frame"]["up_axis"] == "-y"
+    # the model ran on the same canonical points: scores agree except where float rounding moved
+    # a point across a voxel boundary
+    same = np.abs(a.fields["score"] - b.fields["score"]) < 1e-3
+    assert same.mean() > 0.99

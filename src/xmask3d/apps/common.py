@@ -8,13 +8,14 @@ import logging
 import resource
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from xmask3d.apps.bundled import checkpoint_file
+from xmask3d.data.orientation import UNITS, UP_CHOICES, ScanFrame, detect_frame
 from xmask3d.data.pointcloud import GREY, load_point_cloud, load_rgbd_frames
 from xmask3d.data.processed import POINT_SUFFIX, atomic_write
 from xmask3d.data.scene import Scene, View
@@ -77,6 +78,11 @@ def add_scan_arguments(p: argparse.ArgumentParser) -> None:
                    help="at most this many visible points per view (default data.max_visible)")
     p.add_argument("--chunk-points", type=_positive_int, default=65000,
                    help="points per spatial chunk of the 3D-only path")
+    p.add_argument("--up", default="auto", choices=UP_CHOICES,
+                   help="the scan's up direction (default: detected; 'keep' runs the scan in "
+                        "its own frame); the model runs with +z up, the floor at z = 0")
+    p.add_argument("--units", default="auto", choices=("auto", *UNITS),
+                   help="the scan's unit (default: detected from its size)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -221,13 +227,15 @@ class ScanScores:
     views_used: int = 0
     seen_fraction: float = 1.0       # points scored directly (the rest copy the nearest one)
     notes: list[str] = field(default_factory=list)
+    frame: dict[str, Any] = field(default_factory=dict)  # what ScanFrame.to_dict() says
+    points: np.ndarray | None = None  # (N, 3) the scan in that frame (upright, for pictures)
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "views_source": self.views_source,
                 "views_total": self.views_total, "views_used": self.views_used,
                 "seen_fraction": round(self.seen_fraction, 4),
                 "unseen_points": "copy the mean scores of the nearest seen point",
-                "notes": self.notes}
+                "notes": self.notes, "frame": self.frame}
 
 
 def open_inputs(args: argparse.Namespace, *,
@@ -256,7 +264,32 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
                views_source: str, class_embeds: torch.Tensor, view_fn: ViewScoreFn,
                point_fn: PointScoreFn, width: int,
                is_novel_class: torch.Tensor | None = None) -> ScanScores:
-    """Run the path the arguments ask for: 3D-only, the user's views, or virtual views."""
+    """Run the path the arguments ask for: 3D-only, the user's views, or virtual views, in the
+    scan's canonical frame (metres, +z up, floor at 0: ``--up`` / ``--units``)."""
+    frame = detect_frame(scene.points, up=getattr(args, "up", "auto"),
+                         unit=getattr(args, "units", "auto"))
+    logger.info("frame: unit %s, up %s%s", frame.unit, frame.up,
+                "".join(f"; {n}" for n in frame.notes))
+    scene, views = to_frame(frame, scene, views)
+    result = _score_in_frame(args, lm, scene, views, views_source=views_source,
+                             class_embeds=class_embeds, view_fn=view_fn, point_fn=point_fn,
+                             width=width, is_novel_class=is_novel_class)
+    result.frame, result.points = frame.to_dict(), scene.points
+    return result
+
+
+def to_frame(frame: ScanFrame, scene: Scene, views: list[View]) -> tuple[Scene, list[View]]:
+    """The scene's points and the views' poses in ``frame`` (same point order, same images)."""
+    if frame.is_identity:
+        return scene, views
+    return (replace(scene, points=frame.apply(scene.points)),
+            [replace(v, pose=frame.apply_pose(v.pose)) for v in views])
+
+
+def _score_in_frame(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[View],
+                    *, views_source: str, class_embeds: torch.Tensor, view_fn: ViewScoreFn,
+                    point_fn: PointScoreFn, width: int,
+                    is_novel_class: torch.Tensor | None) -> ScanScores:
     from xmask3d.apps.inference import RENDERED_REL_THRESH, run_3d_chunks, run_views
 
     progress = not args.no_progress

@@ -100,7 +100,7 @@ def _queries(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 
 
 def _write_query(out: Path, k: int, text: str, points: np.ndarray, rel: np.ndarray,
-                 title: str) -> dict:
+                 title: str, upright: np.ndarray) -> dict:
     from xmask3d.apps.render import heat_colors, save_heatmap_png
     from xmask3d.data.ply import write_ply
 
@@ -109,7 +109,7 @@ def _write_query(out: Path, k: int, text: str, points: np.ndarray, rel: np.ndarr
     stem = out / f"query_{k:02d}_{_slug(text)}"
     ply = stem.with_suffix(".ply")
     write_ply(ply, points, heat_colors(rel, vmin=lo, vmax=hi), relevance=rel.astype(np.float32))
-    png = save_heatmap_png(stem.with_suffix(".png"), points, rel, vmin=lo, vmax=hi,
+    png = save_heatmap_png(stem.with_suffix(".png"), upright, rel, vmin=lo, vmax=hi,
                            title=f"{title}: \u201c{text}\u201d")
     return {"query": text, "ply": str(ply), "png": str(png), "mean": float(rel.mean()),
             "max": float(rel.max()), "fraction_above_0.5": float((rel > 0.5).mean()),
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
                         point_fn=point_fn, width=len(queries))
     out = Path(args.out or f"{Path(args.scan).stem}_query")
     title = f"{Path(args.scan).name}: {result.path}"
-    per_query = [_write_query(out, k, q, scene.points, result.scores[:, k], title)
+    per_query = [_write_query(out, k, q, scene.points, result.scores[:, k], title, result.points)
                  for k, q in enumerate(queries)]
     summary = {
         "scan": str(args.scan), "num_points": scene.num_points, "queries": per_query,

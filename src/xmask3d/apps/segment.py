@@ -176,8 +176,10 @@ def _score(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[
 
 
 def _write_outputs(out: Path, scene: Scene, labels: np.ndarray, score: np.ndarray,
-                   names: list[str], title: str, *, has_other: bool) -> tuple[dict, np.ndarray]:
-    """``segmentation.ply`` and ``segmentation.png``; returns their paths and class counts."""
+                   names: list[str], title: str, *, has_other: bool,
+                   upright: np.ndarray) -> tuple[dict, np.ndarray]:
+    """``segmentation.ply`` (the scan's own coordinates) and ``segmentation.png`` (drawn from
+    ``upright``, the points in the canonical frame); returns their paths and class counts."""
     from xmask3d.apps.render import OTHER_COLOR, class_palette, save_segmentation_png
     from xmask3d.data.ply import write_ply
 
@@ -189,7 +191,7 @@ def _write_outputs(out: Path, scene: Scene, labels: np.ndarray, score: np.ndarra
     counts = np.bincount(labels, minlength=len(names))
     legend = [(names[i], tuple(int(c) for c in palette[i]), int(counts[i]))
               for i in np.argsort(-counts, kind="stable") if counts[i] > 0]
-    png = save_segmentation_png(out / "segmentation.png", scene.points, palette[labels],
+    png = save_segmentation_png(out / "segmentation.png", upright, palette[labels],
                                 legend=legend, title=title)
     return {"ply": str(ply), "png": str(png)}, counts
 
@@ -204,7 +206,8 @@ def run(args: argparse.Namespace) -> int:
     names = shown + ([OTHER] if args.other_below is not None else [])
     outputs, counts = _write_outputs(Path(args.out), scene, labels, score, names,
                                      f"{Path(args.scan).name}: {result.path}",
-                                     has_other=args.other_below is not None)
+                                     has_other=args.other_below is not None,
+                                     upright=result.points)
     kind = "3D" if result.path == PATH_3D else "fused 3D-2D"
     summary = {
         "scan": str(args.scan), "num_points": scene.num_points, "classes": names,
