@@ -17,6 +17,8 @@ section of ``docs/results.json`` and prints a table (copied into docs/segment.md
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import math
@@ -46,11 +48,15 @@ def quarter_turns():
         yield f"turn {'xyz'[axis]} {90 * k}", r
 
 
-def _segment(scan: Path, out: Path, extra: list[str]) -> tuple[np.ndarray, dict]:
-    code = xmask3d_main(["segment", str(scan), "--classes", CLASSES, "--no-progress",
-                         "--out", str(out), *extra])
+def _segment(scan: Path, out: Path, extra: list[str]) -> tuple[np.ndarray | None, dict]:
+    """Labels and summary of ``segment``; ``(None, {"refused": message})`` when it refuses."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = xmask3d_main(["segment", str(scan), "--classes", CLASSES, "--no-progress",
+                             "--out", str(out), *extra])
     if code != 0:
-        raise RuntimeError(f"segment failed on {scan} ({code})")
+        lines = [ln for ln in err.getvalue().splitlines() if "error:" in ln]
+        return None, {"refused": lines[-1] if lines else f"exit code {code}"}
     summary = json.loads((out / "segment.json").read_text())
     return read_ply(out / "segmentation.ply").fields["class_id"], summary
 
@@ -81,13 +87,16 @@ def label_stability(work: Path, variants: list[str] | None = None,
         seconds = time.perf_counter() - t0
         if name == "original":
             ref[mode] = labels
-        changed = float(np.mean(labels != ref[mode]))
         frame = summary.get("frame", {})
-        rows.append({"variant": name, "mode": mode, "changed_labels": round(changed, 5),
-                     "up_axis": frame.get("up_axis"), "unit": frame.get("unit"),
-                     "seconds": round(seconds, 1)})
-        print(f"{name:14s} {mode:10s} changed {100 * changed:6.2f} %  up {frame.get('up_axis')}"
-              f"  unit {frame.get('unit')}  {seconds:.1f} s", flush=True)
+        row = {"variant": name, "mode": mode, "up_axis": frame.get("up_axis"),
+               "unit": frame.get("unit"), "seconds": round(seconds, 1)}
+        if labels is None:
+            row["refused"] = summary["refused"]
+        else:
+            row["changed_labels"] = round(float(np.mean(labels != ref[mode])), 5)
+        rows.append(row)
+        print(f"{name:14s} {mode:10s} {row.get('changed_labels', row.get('refused'))} "
+              f" up {row['up_axis']}  unit {row['unit']}  {seconds:.1f} s", flush=True)
     return rows
 
 
@@ -131,7 +140,11 @@ def table(result: dict) -> str:
     lines = ["| scan | labels changed, canonical frame (default) | detected up / unit "
              "| labels changed, as given (`--up keep --units m`) |", "|---|---|---|---|"]
     def pct(row: dict | None) -> str:
-        return "not run" if row is None else f"{100 * row['changed_labels']:.2f} %"
+        if row is None:
+            return "not run"
+        if "refused" in row:
+            return f"refused: {row['refused'].split('error: ')[-1]}"
+        return f"{100 * row['changed_labels']:.2f} %"
 
     for name, modes in rows.items():
         c, g = modes.get("canonical"), modes.get("as given")

@@ -275,3 +275,16 @@ def test_a_turned_scan_in_millimetres_gets_the_same_scores(room_ply, micro_ckpt,
     # a point across a voxel boundary
     same = np.abs(a.fields["score"] - b.fields["score"]) < 1e-3
     assert same.mean() > 0.99
+
+
+def test_a_scan_too_large_for_the_grid_is_refused_with_the_unit_hint(room_ply, micro_ckpt,
+                                                                     tmp_path, capsys):
+    cloud = read_ply(room_ply)
+    big = tmp_path / "mm.ply"     # twice as large as the micro model's voxel grid can hold
+    voxel = load_inference_model(micro_ckpt).cfg.data.voxel_size
+    factor = 2 * 65536 * voxel / float(np.ptp(cloud.points, axis=0).max())
+    write_ply(big, cloud.points * np.float32(factor), cloud.colors)
+    assert main(["segment", str(big), "--classes", "floor, wall", "--ckpt", str(micro_ckpt),
+                 "--units", "m", "--no-2d", "--no-progress", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "mm.ply" in err and "when read as m" in err and "--units" in err

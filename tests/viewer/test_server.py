@@ -102,3 +102,28 @@ def test_ceiling_is_cut_away_and_the_cut_slider_sends_the_points_below(room_fact
         assert len(server.cloud.colors) == len(sent)
     finally:
         server.stop()
+
+
+def test_a_turned_scan_in_millimetres_is_shown_upright_and_exported_as_given(room_ply,
+                                                                             micro_ckpt, tmp_path):
+    from xmask3d.data.orientation import detect_frame
+    from xmask3d.data.ply import read_ply, write_ply
+
+    cloud = read_ply(room_ply)
+    pts = cloud.points.astype(np.float64)
+    turned = tmp_path / "turned.ply"            # z-up metres -> y-down millimetres
+    write_ply(turned, (np.stack([pts[:, 0], -pts[:, 2], pts[:, 1]], axis=1) * 1000.0)
+              .astype(np.float32), cloud.colors)
+    args = view_args(turned, micro_ckpt, no_2d=True, export_dir=str(tmp_path / "exp"))
+    server, worker = start_viewer(args)
+    try:
+        worker.join(timeout=120)
+        assert server.status.content.startswith("ready")
+        # shown (and scored) as the original scan is: metres, +z up, floor at 0
+        np.testing.assert_allclose(server.state.points,
+                                   detect_frame(cloud.points).apply(cloud.points), atol=1e-3)
+        assert np.ptp(server.state.points[:, 2]) < 3.0
+        out = read_ply(server.state.export_ply(tmp_path / "e.ply"))
+        np.testing.assert_array_equal(out.points, read_ply(turned).points)
+    finally:
+        server.stop()

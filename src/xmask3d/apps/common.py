@@ -29,9 +29,9 @@ if TYPE_CHECKING:
     from xmask3d.apps.inference import LoadedModel, PointScoreFn, ViewScoreFn
 
 __all__ = ["MIN_VIEW_POINTS", "PATH_3D", "PATH_VIEWS", "PATH_VIRTUAL", "CommandMemory",
-           "ScanScores", "add_scan_arguments", "available_memory_bytes", "check_memory",
-           "find_views", "load_scan", "make_virtual_views", "open_inputs", "parse_names",
-           "score_scan", "write_json"]
+           "ScanScores", "add_frame_arguments", "add_scan_arguments", "available_memory_bytes",
+           "check_memory", "check_span", "find_views", "load_scan", "make_virtual_views",
+           "open_inputs", "parse_names", "score_scan", "to_frame", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,15 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def add_frame_arguments(p: argparse.ArgumentParser) -> None:
+    """``--up`` and ``--units``: the scan's frame, for the commands that run the model on it."""
+    p.add_argument("--up", default="auto", choices=UP_CHOICES,
+                   help="the scan's up direction (default: detected; 'keep' runs the scan in "
+                        "its own frame); the model runs with +z up, the floor at z = 0")
+    p.add_argument("--units", default="auto", choices=("auto", *UNITS),
+                   help="the scan's unit (default: detected from its size)")
 
 
 def add_scan_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,11 +87,7 @@ def add_scan_arguments(p: argparse.ArgumentParser) -> None:
                    help="at most this many visible points per view (default data.max_visible)")
     p.add_argument("--chunk-points", type=_positive_int, default=65000,
                    help="points per spatial chunk of the 3D-only path")
-    p.add_argument("--up", default="auto", choices=UP_CHOICES,
-                   help="the scan's up direction (default: detected; 'keep' runs the scan in "
-                        "its own frame); the model runs with +z up, the floor at z = 0")
-    p.add_argument("--units", default="auto", choices=("auto", *UNITS),
-                   help="the scan's unit (default: detected from its size)")
+    add_frame_arguments(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -271,6 +276,7 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
     logger.info("frame: unit %s, up %s%s", frame.unit, frame.up,
                 "".join(f"; {n}" for n in frame.notes))
     scene, views = to_frame(frame, scene, views)
+    check_span(args.scan, scene.points, lm.cfg.data.voxel_size, frame.unit)
     result = _score_in_frame(args, lm, scene, views, views_source=views_source,
                              class_embeds=class_embeds, view_fn=view_fn, point_fn=point_fn,
                              width=width, is_novel_class=is_novel_class)
@@ -278,12 +284,26 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
     return result
 
 
+def check_span(path: str | Path, points: np.ndarray, voxel_size: float, unit: str) -> None:
+    """Refuse a scan too large for the voxel grid (a unit mistake, usually) with a clear message.
+
+    Raises:
+        DataError: the scan spans more than ``COORD_LIMIT`` voxels along an axis.
+    """
+    from xmask3d.sparse.base import COORD_LIMIT
+
+    span = float(np.ptp(points, axis=0).max()) if len(points) else 0.0
+    if span >= COORD_LIMIT * voxel_size:
+        raise DataError(path, f"the scan spans {span:,.0f} m along one axis when read as {unit}; "
+                              f"at {voxel_size} m voxels at most {COORD_LIMIT * voxel_size:,.0f} "
+                              "m fit: is it in centimetres or millimetres? (--units)")
+
+
 def to_frame(frame: ScanFrame, scene: Scene, views: list[View]) -> tuple[Scene, list[View]]:
     """The scene's points and the views' poses in ``frame`` (same point order, same images)."""
     if frame.is_identity:
         return scene, views
-    return (replace(scene, points=frame.apply(scene.points)),
-            [replace(v, pose=frame.apply_pose(v.pose)) for v in views])
+    return replace(scene, points=frame.apply(scene.points)), frame.apply_views(views)
 
 
 def _score_in_frame(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[View],

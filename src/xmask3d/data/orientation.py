@@ -27,10 +27,12 @@ canonical points up to floating-point rounding, hence the same labels.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from xmask3d.data.scene import View
 
 __all__ = ["UNITS", "UP_CHOICES", "ScanFrame", "detect_frame"]
 
@@ -71,6 +73,10 @@ class ScanFrame:
         out[:3, :3] = self.rotation @ pose[:3, :3]
         out[:3, 3] = self.scale * (self.rotation @ pose[:3, 3]) + self.translation
         return out
+
+    def apply_views(self, views: list[View]) -> list[View]:
+        """The views with their poses in the canonical frame (same images, same depth)."""
+        return [replace(v, pose=self.apply_pose(v.pose)) for v in views]
 
     @property
     def is_identity(self) -> bool:

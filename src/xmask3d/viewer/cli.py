@@ -49,6 +49,8 @@ def _port(text: str) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``view``."""
+    from xmask3d.apps.common import add_frame_arguments  # light: numpy and the readers
+
     p = subparsers.add_parser(
         "view", help="browser viewer: segment a scan with your words and query it live",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-2d", dest="no_2d", action="store_true", help="3D network only")
     p.add_argument("--virtual-views", type=_positive_int, default=8, metavar="N",
                    help="cameras on the ring of the virtual views")
+    add_frame_arguments(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
@@ -92,7 +95,8 @@ def start_viewer(args: argparse.Namespace):
     """
     import importlib.util
 
-    from xmask3d.apps.common import find_views, load_scan, parse_names
+    from xmask3d.apps.common import check_span, find_views, load_scan, parse_names, to_frame
+    from xmask3d.data.orientation import detect_frame
     from xmask3d.errors import ConfigError
     from xmask3d.viewer.server import ViewerServer, check_port_free
     from xmask3d.viewer.state import ViewState, load_segment_result
@@ -105,7 +109,8 @@ def start_viewer(args: argparse.Namespace):
         check_port_free(args.host, args.port)
     if scan.is_dir():
         points, colors, scorer, name = load_segment_result(scan)
-        state = ViewState(points, colors, scorer)
+        frame = detect_frame(points, up=args.up, unit=args.units)   # shown upright
+        state = ViewState(frame.apply(points), colors, scorer, export_points=points)
         server = ViewerServer(state, host=args.host, port=args.port, title=name,
                               export_dir=export, classes=", ".join(scorer.names))
         server.set_status("saved segmentation (no model: queries and new class lists need "
@@ -123,16 +128,24 @@ def start_viewer(args: argparse.Namespace):
 
     lm = load_inference_model(args.ckpt, config=args.config, overrides=args.overrides,
                               device=args.device)
-    state = ViewState(scene.points, scene.colors)
+    # the model runs on, and the page shows, the scan in its canonical frame (metres, +z up,
+    # floor at 0, as `segment` does); Export PLY writes the scan's own coordinates
+    frame = detect_frame(scene.points, up=args.up, unit=args.units)
+    logger.info("frame: unit %s, up %s%s", frame.unit, frame.up,
+                "".join(f"; {n}" for n in frame.notes))
+    upright, _ = to_frame(frame, scene, [])
+    check_span(scan, upright.points, lm.cfg.data.voxel_size, frame.unit)
+    state = ViewState(upright.points, scene.colors, export_points=scene.points)
     server = ViewerServer(state, host=args.host, port=args.port, title=scan.name,
                           export_dir=export, classes=", ".join(names), base=", ".join(base))
-    worker = threading.Thread(target=_first_run, args=(args, lm, scene, state, server, names,
-                                                       base), daemon=True, name="view-features")
+    worker = threading.Thread(target=_first_run, args=(args, lm, upright, state, server, names,
+                                                       base, frame),
+                              daemon=True, name="view-features")
     worker.start()
     return server, worker
 
 
-def _first_run(args, lm, scene, state, server, names, base) -> None:
+def _first_run(args, lm, scene, state, server, names, base, frame) -> None:
     """Compute the point features (progress on the page), then segment with the classes."""
     import time
 
@@ -144,7 +157,7 @@ def _first_run(args, lm, scene, state, server, names, base) -> None:
     try:
         server.report(0, 1, "starting")
         feats = compute_point_features(args, lm, scene, make_vocabulary(lm, names, base),
-                                       report=server.report)
+                                       report=server.report, frame=frame)
         state.set_scorer(ModelScorer(feats, lm))
         state.segment(", ".join(names), ", ".join(base))
         server.refresh()

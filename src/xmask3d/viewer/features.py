@@ -37,6 +37,7 @@ from xmask3d.apps.inference import (
 from xmask3d.apps.query import DEFAULT_NEGATIVES
 from xmask3d.config import FusionCfg
 from xmask3d.data.batch import ViewBatch
+from xmask3d.data.orientation import ScanFrame
 from xmask3d.data.scene import Scene, View
 from xmask3d.errors import DataError
 from xmask3d.models.fusion.mask_to_points import gather_point_mask_features
@@ -157,7 +158,8 @@ def _fill_uncovered(points: np.ndarray, feats: np.ndarray, covered: np.ndarray) 
 
 
 def compute_point_features(args, lm: LoadedModel, scene: Scene, vocab: Vocabulary, *,
-                           report: ProgressFn | None = None) -> PointFeatures:
+                           report: ProgressFn | None = None,
+                           frame: ScanFrame | None = None) -> PointFeatures:
     """Run the model once over the scan and keep per-point mean features.
 
     Args:
@@ -167,6 +169,7 @@ def compute_point_features(args, lm: LoadedModel, scene: Scene, vocab: Vocabular
         scene: the scan.
         vocab: the class list the model chooses its final 2D masks with.
         report: called with (done, total, what) as views or chunks are processed.
+        frame: the canonical frame ``scene`` is already in; the user's views are moved into it.
 
     Raises:
         DataError: no view sees a point of the scan.
@@ -193,6 +196,8 @@ def compute_point_features(args, lm: LoadedModel, scene: Scene, vocab: Vocabular
                              covered=torch.zeros(n), scale=logit_scale_of(lm), fusion=fusion,
                              path=PATH_3D)
     views, source = find_views(args)
+    if frame is not None:
+        views = frame.apply_views(views)
     path = PATH_VIEWS
     if not views:
         path = PATH_VIRTUAL

@@ -153,13 +153,19 @@ class ViewState:
     """The colouring of the scan the page shows, and the actions that change it.
 
     Args:
-        points: (N, 3) float32; colors: (N, 3) uint8 input colours.
+        points: (N, 3) float32 as shown (the scan upright, in its canonical frame);
+        colors: (N, 3) uint8 input colours.
         scorer: a :class:`ModelScorer`, a :class:`ResultScorer` or ``None`` while the
             features are being computed.
+        export_points: (N, 3) what Export PLY writes (the scan's own coordinates; default
+            ``points``).
     """
 
-    def __init__(self, points: np.ndarray, colors: np.ndarray, scorer=None) -> None:
+    def __init__(self, points: np.ndarray, colors: np.ndarray, scorer=None, *,
+                 export_points: np.ndarray | None = None) -> None:
         self.points = np.asarray(points, np.float32)
+        self.export_points = self.points if export_points is None else np.asarray(
+            export_points, np.float32)
         self.input_colors = np.asarray(colors, np.uint8)
         self.lock = threading.RLock()
         self.scorer = None
@@ -330,5 +336,5 @@ class ViewState:
                 fields["class_id"] = self.labels[self.mode]
             if self.mode == "query" and self.query_rel is not None:
                 fields["relevance"] = self.query_rel.astype(np.float32)
-            write_ply(path, self.points, self.colors(), **fields)
+            write_ply(path, self.export_points, self.colors(), **fields)
         return Path(path)
