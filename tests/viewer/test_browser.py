@@ -70,7 +70,7 @@ def test_page_loads_renders_and_answers_a_query(sync_playwright, room_ply, micro
             origin = page.locator(SCENE_CANVAS).bounding_box()
             page.mouse.click(origin["x"] + int(cols[k]), origin["y"] + int(rows[k]))
             assert wait_for(lambda: "fused 3D-2D" in server.inspect_md.content)
-            assert page.locator("text=fused 3D-2D:").count() > 0
+            assert wait_for(lambda: page.locator("text=fused 3D-2D:").count() > 0)
             page.get_by_role("button", name="Export PNG").click()
             assert wait_for(lambda: any((tmp_path / "exp").glob("*.png")))
             browser.close()
