@@ -114,11 +114,12 @@ def parse_names(text: str | Sequence[str], *, what: str) -> list[str]:
 # A view is used only when it sees at least this many scan points (fewer give the 2D branch
 # nothing to pool masks over), so a scan with fewer points can never be scored through views.
 MIN_VIEW_POINTS = 10
-# Memory of a run, measured (docs/segment.md "Memory bound"): Python, torch, the text encoder,
-# the tiny model and one view's activations, then per point the (N, K) float32 score sums and
-# the per-point arrays of the pipeline (scan, counts, labels, PLY table, z-buffer indices)
+# Memory of a run (docs/segment.md "Memory bound"): Python, torch, the text encoder, the tiny
+# model and one view's activations (about 1.5 GiB measured), then per point the (N, K) float32
+# score sums (4 K bytes) and the other per-point arrays (scan, counts, labels, PLY table). The
+# measured peak at 10.08M points and K = 20 was 2.43 GiB; this estimate gives 2.73 GiB there.
 BASE_MEMORY_BYTES = 1.6 * 2**30
-PER_POINT_BYTES = 160
+PER_POINT_BYTES = 40
 
 
 def load_scan(path: str | Path, *, min_points: int = 1) -> Scene:
