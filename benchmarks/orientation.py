@@ -21,7 +21,6 @@ import contextlib
 import io
 import itertools
 import json
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -30,22 +29,12 @@ import numpy as np
 
 from benchmarks.common import machine, merge_results
 from xmask3d.cli import main as xmask3d_main
-from xmask3d.data.orientation import detect_frame
+from xmask3d.data.orientation import detect_frame, quarter_turns
 from xmask3d.data.ply import read_ply, write_ply
 from xmask3d.data.real_fixtures import SCANNET_SCENE, real_data_root
 
 CLASSES = ("wall, floor, cabinet, bed, chair, sofa, table, door, window, bookshelf, picture, "
            "counter, desk, curtain, refrigerator, shower curtain, toilet, sink, bathtub")
-
-
-def quarter_turns():
-    """(name, 3x3) for the rotations by 90, 180 and 270 degrees about x, y and z."""
-    for axis, k in itertools.product(range(3), (1, 2, 3)):
-        r = np.eye(3)
-        a, b = [i for i in range(3) if i != axis]
-        c, s = round(math.cos(k * math.pi / 2)), round(math.sin(k * math.pi / 2))
-        r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
-        yield f"turn {'xyz'[axis]} {90 * k}", r
 
 
 def _segment(scan: Path, out: Path, extra: list[str]) -> tuple[np.ndarray | None, dict]:
@@ -71,7 +60,7 @@ def label_stability(work: Path, variants: list[str] | None = None,
     data = np.load(root / "scannet_mmdet3d" / f"{SCANNET_SCENE}_vert_all.npy")
     pts, colors = data[:, :3].astype(np.float64), data[:, 3:6].astype(np.uint8)
     scans = [("original", pts)]
-    scans += [(name, pts @ r.T) for name, r in quarter_turns()]
+    scans += [(f"turn {name[0]} {name[1:]}", pts @ r.T) for name, r in quarter_turns()]
     scans += [("millimetres", pts * 1000.0), ("centimetres", pts * 100.0)]
     runs = [(name, p, mode, extra) for (name, p), (mode, extra, keep) in itertools.product(
         scans, (("canonical", [], variants), ("as given", ["--up", "keep", "--units", "m"],
@@ -106,7 +95,7 @@ def up_detection(work: Path, rooms: int) -> dict:
 
     xmask3d_main(["synth", "--out", str(work / "synth"), "--scenes", str(rooms), "--views", "1",
                   "--seed", "2024"])
-    turn = dict(quarter_turns())["turn x 90"]
+    turn = dict(quarter_turns())["x90"]
     right = {"as generated": 0, "turned x 90": 0}
     wrong = []
     files = sorted((work / "synth" / "scannet_3d").glob("*/*.pth"))

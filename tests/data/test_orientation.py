@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
 import pytest
 
-from xmask3d.data.orientation import ScanFrame, detect_frame
+from xmask3d.data.orientation import ScanFrame, detect_frame, quarter_turns
 
 
 def _box(rng, lo, hi, n):
@@ -50,16 +49,6 @@ def room(seed: int = 0) -> np.ndarray:
     return (pts @ rot.T + np.array([10.0, -3.0, 0.3])).astype(np.float32)
 
 
-def _quarter_turns():
-    """The 9 rotations by 90, 180 and 270 degrees about x, y and z."""
-    for axis, k in itertools.product(range(3), (1, 2, 3)):
-        r = np.eye(3)
-        a, b = [i for i in range(3) if i != axis]
-        c, s = round(math.cos(k * math.pi / 2)), round(math.sin(k * math.pi / 2))
-        r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
-        yield f"{'xyz'[axis]}{90 * k}", r
-
-
 def test_detects_metres_up_floor_and_walls():
     pts = room()
     frame = detect_frame(pts)
@@ -76,7 +65,7 @@ def test_detects_metres_up_floor_and_walls():
     assert d["up_axis"] == "+z" and d["unit"] == "m" and d["notes"]
 
 
-@pytest.mark.parametrize("name,rot", list(_quarter_turns()))
+@pytest.mark.parametrize("name,rot", quarter_turns())
 def test_quarter_turns_give_the_same_canonical_points(name, rot):
     pts = room()
     base = detect_frame(pts).apply(pts)
@@ -108,7 +97,7 @@ def test_given_up_and_unit_are_used_and_keep_leaves_the_frame():
 
 def test_poses_follow_the_points():
     pts = room()
-    rot = dict(_quarter_turns())["x90"]
+    rot = dict(quarter_turns())["x90"]
     turned = (pts.astype(np.float64) @ rot.T * 1000.0).astype(np.float32)  # y-up, millimetres
     frame = detect_frame(turned)
     cam = np.eye(4)   # a camera at (1, 2, 1.5) m looking along +y of the turned scan
@@ -130,3 +119,12 @@ def test_too_few_points_and_bad_arguments():
         detect_frame(room(), up="sideways")
     with pytest.raises(ValueError, match="unit must be"):
         detect_frame(room(), unit="inch")
+
+
+def test_quarter_turns_are_the_nine_proper_rotations():
+    turns = dict(quarter_turns())
+    assert len(turns) == 9
+    for r in turns.values():
+        assert np.array_equal(r @ r.T, np.eye(3)) and round(np.linalg.det(r)) == 1
+    # z90 turns x into y
+    assert np.array_equal(turns["z90"] @ [1, 0, 0], [0, 1, 0])

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["MIN_VIEW_POINTS", "PATH_3D", "PATH_VIEWS", "PATH_VIRTUAL", "CommandMemory",
            "ScanScores", "add_frame_arguments", "add_scan_arguments", "available_memory_bytes",
            "check_memory", "check_span", "find_views", "load_scan", "make_virtual_views",
-           "open_inputs", "parse_names", "score_scan", "to_frame", "write_json"]
+           "open_inputs", "parse_names", "positive_int", "score_scan", "to_frame", "write_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ PATH_VIRTUAL = "virtual-views"       # 2D branch on views rendered from the colo
 PATH_3D = "3d-only"                  # --no-2d: the sparse 3D network alone
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
         value = int(text)
@@ -77,15 +77,15 @@ def add_scan_arguments(p: argparse.ArgumentParser) -> None:
                    help="use virtual views even when the scan's processed layout has frames")
     p.add_argument("--no-2d", dest="no_2d", action="store_true",
                    help="3D-only prediction (no 2D branch, no views)")
-    p.add_argument("--virtual-views", type=_positive_int, default=8, metavar="N",
+    p.add_argument("--virtual-views", type=positive_int, default=8, metavar="N",
                    help="cameras on the eye-height ring of the virtual views (plus N/2 from "
                         "above and up to N/2 aimed at unseen parts)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="views per forward (default: 1 on CPU, where batching gains nothing and "
                         "memory grows with it; eval.batch_size on CUDA)")
-    p.add_argument("--max-view-points", type=_positive_int, default=None,
+    p.add_argument("--max-view-points", type=positive_int, default=None,
                    help="at most this many visible points per view (default data.max_visible)")
-    p.add_argument("--chunk-points", type=_positive_int, default=65000,
+    p.add_argument("--chunk-points", type=positive_int, default=65000,
                    help="points per spatial chunk of the 3D-only path")
     add_frame_arguments(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -277,7 +277,7 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
     logger.info("frame: unit %s, up %s%s", frame.unit, frame.up,
                 "".join(f"; {n}" for n in frame.notes))
     scene, views = to_frame(frame, scene, views)
-    check_span(args.scan, scene.points, lm.cfg.data.voxel_size, frame.unit)
+    check_span(getattr(args, "scan", None), scene.points, lm.cfg.data.voxel_size, frame.unit)
     result = _score_in_frame(args, lm, scene, views, views_source=views_source,
                              class_embeds=class_embeds, view_fn=view_fn, point_fn=point_fn,
                              width=width, is_novel_class=is_novel_class)
@@ -285,7 +285,7 @@ def score_scan(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: l
     return result
 
 
-def check_span(path: str | Path, points: np.ndarray, voxel_size: float, unit: str) -> None:
+def check_span(path: str | Path | None, points: np.ndarray, voxel_size: float, unit: str) -> None:
     """Refuse a scan too large for the voxel grid (a unit mistake, usually) with a clear message.
 
     Raises:

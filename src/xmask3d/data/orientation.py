@@ -34,7 +34,7 @@ import numpy as np
 
 from xmask3d.data.scene import View
 
-__all__ = ["UNITS", "UP_CHOICES", "ScanFrame", "detect_frame"]
+__all__ = ["UNITS", "UP_CHOICES", "ScanFrame", "detect_frame", "quarter_turns"]
 
 UNITS = {"m": 1.0, "cm": 0.01, "mm": 0.001}
 UP_CHOICES = ("auto", "+x", "-x", "+y", "-y", "+z", "-z", "keep")
@@ -145,6 +145,19 @@ def detect_frame(points: np.ndarray, *, up: str = "auto", unit: str = "auto") ->
     lo = q.min(axis=0)
     frame.translation = np.array([-lo[0], -lo[1], -floor]) * 1.0
     return frame
+
+
+def quarter_turns() -> list[tuple[str, np.ndarray]]:
+    """``("x90", R), ...``: the 9 rotations by 90, 180 and 270 degrees about x, y and z (exact
+    signed permutations), the turns under which :func:`detect_frame` is tested and measured."""
+    turns = []
+    for axis in range(3):
+        a, b = [i for i in range(3) if i != axis]
+        for k, (c, s) in zip((1, 2, 3), ((0, 1), (-1, 0), (0, -1)), strict=True):
+            r = np.eye(3)
+            r[a, a], r[a, b], r[b, a], r[b, b] = c, -s, s, c
+            turns.append((f"{'xyz'[axis]}{90 * k}", r))
+    return turns
 
 
 def _detect_unit(points: np.ndarray) -> str:

@@ -27,16 +27,6 @@ _EPILOG = """examples:
 """
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -49,7 +39,8 @@ def _port(text: str) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``view``."""
-    from xmask3d.apps.common import add_frame_arguments  # light: numpy and the readers
+    # light: numpy and the readers
+    from xmask3d.apps.common import add_frame_arguments, positive_int
 
     p = subparsers.add_parser(
         "view", help="browser viewer: segment a scan with your words and query it live",
@@ -68,7 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "layout's frames, else virtual views rendered from the points")
     p.add_argument("--virtual", action="store_true", help="use virtual views")
     p.add_argument("--no-2d", dest="no_2d", action="store_true", help="3D network only")
-    p.add_argument("--virtual-views", type=_positive_int, default=8, metavar="N",
+    p.add_argument("--virtual-views", type=positive_int, default=8, metavar="N",
                    help="cameras on the ring of the virtual views")
     add_frame_arguments(p)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
