@@ -429,7 +429,7 @@ def render(rows: list[dict], meta: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import platform
 
-    from xmask3d.apps.inference import default_checkpoint
+    from xmask3d.apps.bundled import default_checkpoint
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.reliability")
     p.add_argument("--out", default="docs", help="folder of reliability.md and results.json")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 from plyfile import PlyData, PlyElement
@@ -60,6 +61,11 @@ def test_bad_input_is_refused_before_heavy_imports(tmp_path):
     room_ply = tmp_path / "room.ply"
     write_ply(room_ply, np.random.default_rng(0).uniform(0, 3, (50, 3)))
     out = ["--out", str(tmp_path / "out")]
+    truncated = tmp_path / "truncated.pt"           # a zip archive cut in half
+    with zipfile.ZipFile(tmp_path / "whole.pt", "w") as zf:
+        zf.writestr("archive/data.pkl", bytes(range(256)) * 64)
+    whole = (tmp_path / "whole.pt").read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 2])
     cases = {
         "not found": ["segment", str(tmp_path / "missing.ply"), "--classes", "chair", *out],
         "empty (0 bytes)": ["segment", str(empty), "--classes", "chair", *out],
@@ -69,6 +75,8 @@ def test_bad_input_is_refused_before_heavy_imports(tmp_path):
         "checkpoint file not found": ["segment", str(room_ply), "--classes", "chair", "--ckpt",
                                       str(tmp_path / "missing.pt"), *out],
         "query 1 is empty": ["query", str(room_ply), " ", *out],
+        "corrupt or truncated": ["segment", str(room_ply), "--classes", "chair", "--ckpt",
+                                 str(truncated), *out],
     }
     results = _probe(list(cases.values()))
     for (message, argv), r in zip(cases.items(), results, strict=True):

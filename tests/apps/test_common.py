@@ -103,7 +103,7 @@ def test_load_scan_refuses_empty_tiny_and_non_torch_files(tmp_path):
         load_scan(one, min_points=common.MIN_VIEW_POINTS)      # ... not for the views
     fake = tmp_path / "scene_vh_clean_2.pth"
     fake.write_text("x y z\n")
-    with pytest.raises(DataError, match="not a torch .pth file") as info:
+    with pytest.raises(DataError, match="not a torch file") as info:
         load_scan(fake)
     assert str(fake) in str(info.value)
 

@@ -140,3 +140,19 @@ def test_scannet200_labels(root):
     write_label_200(tmp, "train", "sceneA", raw[:-1])
     with pytest.raises(DataError, match="labels for"):
         ProcessedLayout(tmp).load_scene("train", "sceneA", label_set="scannet200")
+
+
+def test_torch_file_problem_without_torch(tmp_path):
+    import torch
+
+    from xmask3d.data.processed import torch_file_problem
+
+    good = tmp_path / "good.pt"
+    torch.save({"a": torch.arange(1000)}, good)
+    assert torch_file_problem(good) is None
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[:-300])
+    assert "truncated" in torch_file_problem(cut)
+    text = tmp_path / "text.pt"
+    text.write_text("hello")
+    assert "not a torch file" in torch_file_problem(text)

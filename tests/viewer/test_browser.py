@@ -81,3 +81,39 @@ def test_page_loads_renders_and_answers_a_query(sync_playwright, room_ply, micro
 
     png = np.asarray(Image.open(next((tmp_path / "exp").glob("*.png"))).convert("RGB"))
     assert png.shape[0] > 100 and png.std() > 5
+
+
+def test_the_real_scan_renders_and_answers_a_query(sync_playwright, micro_ckpt, tmp_path):
+    """The demo's real scan (ScanNet scene0000_00, read from ../shared, written to a temporary
+    PLY as a user would have it) in the page: drawn, and a query recolours it."""
+    from xmask3d.data.ply import write_ply
+    from xmask3d.data.real_fixtures import load_scannet_fixture, real_data_root
+
+    if real_data_root() is None:
+        pytest.skip("the real fixtures (../shared/data/real) are absent")
+    scene = load_scannet_fixture(with_views=False)
+    scan = tmp_path / "scene0000_00.ply"
+    write_ply(scan, scene.points, scene.colors)
+    server, worker = start_viewer(view_args(scan, micro_ckpt, no_2d=True,
+                                            export_dir=str(tmp_path / "exp")))
+    try:
+        worker.join(timeout=300)
+        assert server.status.content.startswith("ready"), server.status.content
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(server.url)
+            page.wait_for_selector(SCENE_CANVAS, timeout=60_000)
+            time.sleep(2.0)
+            before = canvas_pixels(page)
+            drawn = np.abs(before - before[0, 0]).sum(axis=2) > 30
+            assert drawn.mean() > 0.05, f"canvas nearly blank ({drawn.mean():.3f} drawn)"
+            gui_input(page, "query").fill("a bed")
+            page.get_by_role("button", name="Query").click()
+            assert wait_for(lambda: server.state.mode == "query")
+            time.sleep(2.0)
+            changed = np.abs(canvas_pixels(page) - before).sum(axis=2) > 30
+            assert changed.mean() > 0.02, f"query changed {changed.mean():.4f} of the pixels"
+            browser.close()
+    finally:
+        server.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from xmask3d.data.processed import torch_file_problem
 from xmask3d.errors import CheckpointError
 
 __all__ = ["DEFAULT_CHECKPOINT", "checkpoint_file", "default_checkpoint"]
@@ -27,7 +28,7 @@ def checkpoint_file(ckpt: str | Path | None) -> Path:
 
     Raises:
         CheckpointError: the bundled checkpoint does not exist yet (says how to make it), or
-            ``ckpt`` is missing, a folder, or empty.
+            ``ckpt`` is missing, a folder, empty, or not (or no longer) a whole torch file.
     """
     if ckpt is None:
         path = default_checkpoint()
@@ -43,4 +44,7 @@ def checkpoint_file(ckpt: str | Path | None) -> Path:
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the checkpoint file is empty (0 bytes)")
+    problem = torch_file_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     return path

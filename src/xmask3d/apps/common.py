@@ -17,7 +17,7 @@ import numpy as np
 from xmask3d.apps.bundled import checkpoint_file
 from xmask3d.data.orientation import UNITS, UP_CHOICES, ScanFrame, detect_frame
 from xmask3d.data.pointcloud import GREY, load_point_cloud, load_rgbd_frames
-from xmask3d.data.processed import POINT_SUFFIX, atomic_write
+from xmask3d.data.processed import POINT_SUFFIX, atomic_write, torch_file_problem
 from xmask3d.data.scene import Scene, View
 from xmask3d.errors import ConfigError, DataError
 
@@ -133,7 +133,9 @@ def load_scan(path: str | Path, *, min_points: int = 1) -> Scene:
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(path, "the file is empty (0 bytes)")
     if path.suffix.lower() == ".pth" and path.is_file():
-        _check_torch_file(path)       # before torch is imported to read it
+        problem = torch_file_problem(path)    # before torch is imported to read it
+        if problem:
+            raise DataError(path, problem)
     scene = load_point_cloud(path)
     n = scene.num_points
     if n == 0:
@@ -146,15 +148,6 @@ def load_scan(path: str | Path, *, min_points: int = 1) -> Scene:
     if bad.any():
         raise DataError(path, f"{int(bad.sum())} points have NaN/inf coordinates")
     return scene
-
-
-def _check_torch_file(path: Path) -> None:
-    """``torch.save`` writes a zip archive (or, before torch 1.6, a pickle): check the magic."""
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-        raise DataError(path, f"not a torch .pth file (it starts with {head!r}, not with the "
-                              "zip or pickle header that torch.save writes)")
 
 
 def available_memory_bytes() -> int | None:

@@ -20,6 +20,7 @@ import os
 import pickle
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -78,10 +79,29 @@ TORCH_LOAD_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def torch_file_problem(path: str | Path) -> str | None:
+    """What is wrong with a file meant to be a ``torch.save`` file, found without torch: ``None``
+    when it starts like one (a zip archive, or a pre-1.6 pickle) and a zip archive is complete,
+    else the problem in words. ``torch.load`` stays the authority on the rest."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):   # the central directory at the end is missing
+            return "corrupt or truncated (an incomplete zip archive; torch.save writes a whole one)"
+        return None
+    if head[:1] == b"\x80":
+        return None
+    return (f"not a torch file (it starts with {head!r}, not with the zip or pickle header that "
+            "torch.save writes)")
+
+
 def first_line(exc: BaseException) -> str:
-    """``"TypeName: first line of the message"`` (at most 200 characters of it)."""
+    """``"TypeName: first sentence of the message"`` (at most 200 characters of it)."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    line, cut = text[0], text[0].find(". ")
+    return f"{type(exc).__name__}: {line[:cut + 1] if 0 < cut < 200 else line[:200]}"
 
 
 def safe_torch_load(path: str | Path):
