@@ -113,6 +113,9 @@ def report(result, split: CategorySplit, out_dir: Path, *, meta: dict) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the tables, write JSON and PNGs (rank 0)."""
+    from xmask3d.apps.bundled import checkpoint_file
+
+    checkpoint_file(args.ckpt)       # a missing, empty or truncated file: refused before torch
     import torch
 
     from xmask3d.engine import distributed as D
