@@ -46,5 +46,6 @@ def checkpoint_file(ckpt: str | Path | None) -> Path:
         raise CheckpointError(f"{path}: the checkpoint file is empty (0 bytes)")
     problem = torch_file_problem(path)
     if problem:
-        raise CheckpointError(f"{path}: {problem}")
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint, cannot be read "
+                              f"({problem})")
     return path

@@ -135,7 +135,7 @@ def load_scan(path: str | Path, *, min_points: int = 1) -> Scene:
     if path.suffix.lower() == ".pth" and path.is_file():
         problem = torch_file_problem(path)    # before torch is imported to read it
         if problem:
-            raise DataError(path, problem)
+            raise DataError(path, f"not a torch file, or a damaged one ({problem})")
     scene = load_point_cloud(path)
     n = scene.num_points
     if n == 0:

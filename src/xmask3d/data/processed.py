@@ -81,18 +81,17 @@ TORCH_LOAD_ERRORS: tuple[type[BaseException], ...] = (
 
 def torch_file_problem(path: str | Path) -> str | None:
     """What is wrong with a file meant to be a ``torch.save`` file, found without torch: ``None``
-    when it starts like one (a zip archive, or a pre-1.6 pickle) and a zip archive is complete,
-    else the problem in words. ``torch.load`` stays the authority on the rest."""
+    when it starts like one (a zip archive, or a pre-1.6 pickle) and a zip archive is whole,
+    else the reason in words. ``torch.load`` stays the authority on the rest."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head.startswith(b"PK\x03\x04"):
         if not zipfile.is_zipfile(path):   # the central directory at the end is missing
-            return "corrupt or truncated (an incomplete zip archive; torch.save writes a whole one)"
+            return "an incomplete zip archive; torch.save writes a whole one"
         return None
     if head[:1] == b"\x80":
         return None
-    return (f"not a torch file (it starts with {head!r}, not with the zip or pickle header that "
-            "torch.save writes)")
+    return f"it starts with {head!r}, not with the zip or pickle header that torch.save writes"
 
 
 def first_line(exc: BaseException) -> str:
