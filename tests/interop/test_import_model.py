@@ -54,15 +54,10 @@ def test_sd_file_without_text_encoder(tmp_path):
         sd_empty_context({"model.diffusion_model.out.2.bias": torch.zeros(4)}, tmp_path / "x.ckpt")
 
 
-def _openai_text_state(width, layers, vocab, length, proj, seed):
-    gen = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=gen) * 0.1  # noqa: E731
-    st = {"token_embedding.weight": r(vocab, width), "positional_embedding": r(length, width),
-          "ln_final.weight": 1 + r(width), "ln_final.bias": r(width),
-          "text_projection": r(width, proj), "logit_scale": torch.tensor(4.6),
-          "visual.proj": r(width, proj)}
+def _add_resblocks(st, prefix, width, layers, r):
+    """Random weights of ``layers`` OpenAI CLIP residual attention blocks under ``prefix``."""
     for i in range(layers):
-        b = f"transformer.resblocks.{i}."
+        b = f"{prefix}transformer.resblocks.{i}."
         st.update({b + "ln_1.weight": 1 + r(width), b + "ln_1.bias": r(width),
                    b + "attn.in_proj_weight": r(3 * width, width),
                    b + "attn.in_proj_bias": r(3 * width),
@@ -73,37 +68,60 @@ def _openai_text_state(width, layers, vocab, length, proj, seed):
     return st
 
 
-def _openai_encode_text(st, ids, layers, heads):
-    """OpenAI CLIP ``encode_text`` written out (causal pre-LN transformer, QuickGELU)."""
-    x = st["token_embedding.weight"][ids] + st["positional_embedding"]
-    n, w = ids.shape[1], x.shape[-1]
-    causal = torch.full((n, n), float("-inf")).triu(1)
+def _resblocks_forward(st, prefix, x, layers, heads, mask):
+    """OpenAI CLIP residual attention blocks written out (pre-LN, QuickGELU); ``mask`` is added
+    to the attention logits (a causal mask for text, 0 for images)."""
+    w, n = x.shape[-1], x.shape[1]
     for i in range(layers):
-        b = f"transformer.resblocks.{i}."
+        b = f"{prefix}transformer.resblocks.{i}."
         h = F.layer_norm(x, (w,), st[b + "ln_1.weight"], st[b + "ln_1.bias"])
         q, k, v = (h @ st[b + "attn.in_proj_weight"].t() + st[b + "attn.in_proj_bias"]).chunk(3, -1)
         split = lambda t: t.view(t.shape[0], n, heads, -1).transpose(1, 2)  # noqa: E731
-        a = (split(q) @ split(k).transpose(-1, -2)) / (w // heads) ** 0.5 + causal
+        a = (split(q) @ split(k).transpose(-1, -2)) / (w // heads) ** 0.5 + mask
         o = (a.softmax(-1) @ split(v)).transpose(1, 2).reshape(x.shape)
         x = x + o @ st[b + "attn.out_proj.weight"].t() + st[b + "attn.out_proj.bias"]
         h = F.layer_norm(x, (w,), st[b + "ln_2.weight"], st[b + "ln_2.bias"])
         h = h @ st[b + "mlp.c_fc.weight"].t() + st[b + "mlp.c_fc.bias"]
         h = h * torch.sigmoid(1.702 * h)
         x = x + h @ st[b + "mlp.c_proj.weight"].t() + st[b + "mlp.c_proj.bias"]
+    return x
+
+
+def _openai_text_state(width, layers, vocab, length, proj, seed):
+    gen = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=gen) * 0.1  # noqa: E731
+    st = {"token_embedding.weight": r(vocab, width), "positional_embedding": r(length, width),
+          "ln_final.weight": 1 + r(width), "ln_final.bias": r(width),
+          "text_projection": r(width, proj), "logit_scale": torch.tensor(4.6),
+          "visual.proj": r(width, proj)}
+    return _add_resblocks(st, "", width, layers, r)
+
+
+def _openai_encode_text(st, ids, layers, heads):
+    """OpenAI CLIP ``encode_text`` written out (causal pre-LN transformer, QuickGELU)."""
+    x = st["token_embedding.weight"][ids] + st["positional_embedding"]
+    n, w = ids.shape[1], x.shape[-1]
+    causal = torch.full((n, n), float("-inf")).triu(1)
+    x = _resblocks_forward(st, "", x, layers, heads, causal)
     x = F.layer_norm(x, (w,), st["ln_final.weight"], st["ln_final.bias"])
     return x[torch.arange(x.shape[0]), ids.argmax(-1)] @ st["text_projection"]
+
+
+def _convert_clip_file(st, tmp_path):
+    """Save ``st`` as an OpenAI/open_clip file with a one-word tokenizer; convert it."""
+    torch.save(st, tmp_path / "ViT-tiny.pt")
+    tok = tmp_path / "tokenizer"
+    tok.mkdir()
+    (tok / "vocab.json").write_text(json.dumps({"a</w>": 0}))
+    (tok / "merges.txt").write_text("#version: 0.2\n")
+    return clip_folder(tmp_path / "ViT-tiny.pt", tok, tmp_path / "clip")
 
 
 def test_open_clip_text_tower_converts_to_a_transformers_folder(tmp_path):
     from transformers import CLIPTextModelWithProjection
 
     st = _openai_text_state(128, 2, 49408, 12, 96, seed=7)
-    torch.save(st, tmp_path / "ViT-tiny.pt")
-    tok = tmp_path / "tokenizer"
-    tok.mkdir()
-    (tok / "vocab.json").write_text(json.dumps({"a</w>": 0}))
-    (tok / "merges.txt").write_text("#version: 0.2\n")
-    folder = clip_folder(tmp_path / "ViT-tiny.pt", tok, tmp_path / "clip")
+    folder = _convert_clip_file(st, tmp_path)
     assert (folder / "vocab.json").is_file() and (folder / "config.json").is_file()
     model = CLIPTextModelWithProjection.from_pretrained(folder, local_files_only=True).eval()
     ids = torch.tensor([[49406, 320, 1125, 49407, 49407, 49407, 49407, 49407, 49407, 49407,
@@ -121,16 +139,7 @@ def _openai_vision_state(st, width, layers, patch, grid, proj, seed):
                v + "positional_embedding": r(grid * grid + 1, width), v + "proj": r(width, proj),
                v + "ln_pre.weight": 1 + r(width), v + "ln_pre.bias": r(width),
                v + "ln_post.weight": 1 + r(width), v + "ln_post.bias": r(width)})
-    for i in range(layers):
-        b = f"{v}transformer.resblocks.{i}."
-        st.update({b + "ln_1.weight": 1 + r(width), b + "ln_1.bias": r(width),
-                   b + "attn.in_proj_weight": r(3 * width, width),
-                   b + "attn.in_proj_bias": r(3 * width),
-                   b + "attn.out_proj.weight": r(width, width), b + "attn.out_proj.bias": r(width),
-                   b + "ln_2.weight": 1 + r(width), b + "ln_2.bias": r(width),
-                   b + "mlp.c_fc.weight": r(4 * width, width), b + "mlp.c_fc.bias": r(4 * width),
-                   b + "mlp.c_proj.weight": r(width, 4 * width), b + "mlp.c_proj.bias": r(width)})
-    return st
+    return _add_resblocks(st, v, width, layers, r)
 
 
 def _openai_encode_image(st, image, layers, heads):
@@ -140,21 +149,9 @@ def _openai_encode_image(st, image, layers, heads):
     x = x.flatten(2).transpose(1, 2)                                         # (B, g*g, W)
     cls = st[v + "class_embedding"].expand(x.shape[0], 1, -1)
     x = torch.cat([cls, x], dim=1) + st[v + "positional_embedding"]
-    w, n = x.shape[-1], x.shape[1]
+    w = x.shape[-1]
     x = F.layer_norm(x, (w,), st[v + "ln_pre.weight"], st[v + "ln_pre.bias"])
-    for i in range(layers):
-        b = f"{v}transformer.resblocks.{i}."
-        h = F.layer_norm(x, (w,), st[b + "ln_1.weight"], st[b + "ln_1.bias"])
-        qkv = h @ st[b + "attn.in_proj_weight"].t() + st[b + "attn.in_proj_bias"]
-        q, k, vv = qkv.chunk(3, -1)
-        split = lambda t: t.view(t.shape[0], n, heads, -1).transpose(1, 2)  # noqa: E731
-        a = (split(q) @ split(k).transpose(-1, -2)) / (w // heads) ** 0.5
-        o = (a.softmax(-1) @ split(vv)).transpose(1, 2).reshape(x.shape)
-        x = x + o @ st[b + "attn.out_proj.weight"].t() + st[b + "attn.out_proj.bias"]
-        h = F.layer_norm(x, (w,), st[b + "ln_2.weight"], st[b + "ln_2.bias"])
-        h = h @ st[b + "mlp.c_fc.weight"].t() + st[b + "mlp.c_fc.bias"]
-        h = h * torch.sigmoid(1.702 * h)
-        x = x + h @ st[b + "mlp.c_proj.weight"].t() + st[b + "mlp.c_proj.bias"]
+    x = _resblocks_forward(st, v, x, layers, heads, 0.0)
     x = F.layer_norm(x[:, 0], (w,), st[v + "ln_post.weight"], st[v + "ln_post.bias"])
     return x @ st[v + "proj"]
 
@@ -164,12 +161,7 @@ def test_openai_clip_with_vision_tower_converts_both_towers(tmp_path):
 
     st = _openai_text_state(128, 1, 49408, 12, 96, seed=8)
     st = _openai_vision_state(st, 128, 2, 8, 4, 96, seed=9)
-    torch.save(st, tmp_path / "ViT-tiny.pt")
-    tok = tmp_path / "tokenizer"
-    tok.mkdir()
-    (tok / "vocab.json").write_text(json.dumps({"a</w>": 0}))
-    (tok / "merges.txt").write_text("#version: 0.2\n")
-    folder = clip_folder(tmp_path / "ViT-tiny.pt", tok, tmp_path / "clip")
+    folder = _convert_clip_file(st, tmp_path)
     assert "vision_config" in json.loads((folder / "config.json").read_text())
     vision = CLIPVisionModelWithProjection.from_pretrained(folder, local_files_only=True).eval()
     image = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
