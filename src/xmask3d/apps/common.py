@@ -29,8 +29,9 @@ if TYPE_CHECKING:
     from xmask3d.apps.inference import LoadedModel, PointScoreFn, ViewScoreFn
 
 __all__ = ["MIN_VIEW_POINTS", "PATH_3D", "PATH_VIEWS", "PATH_VIRTUAL", "CommandMemory",
-           "ScanScores", "add_frame_arguments", "add_scan_arguments", "available_memory_bytes",
-           "check_memory", "check_span", "find_views", "load_scan", "make_virtual_views",
+           "ScanScores", "add_model_arguments", "add_scan_arguments",
+           "available_memory_bytes", "check_memory", "check_span", "find_views", "load_scan",
+           "make_virtual_views",
            "open_inputs", "parse_names", "positive_int", "score_scan", "to_frame", "write_json"]
 
 logger = logging.getLogger(__name__)
@@ -51,17 +52,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_frame_arguments(p: argparse.ArgumentParser) -> None:
-    """``--up`` and ``--units``: the scan's frame, for the commands that run the model on it."""
-    p.add_argument("--up", default="auto", choices=UP_CHOICES,
-                   help="the scan's up direction (default: detected; 'keep' runs the scan in "
-                        "its own frame); the model runs with +z up, the floor at z = 0")
-    p.add_argument("--units", default="auto", choices=("auto", *UNITS),
-                   help="the scan's unit (default: detected from its size)")
-
-
-def add_scan_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments shared by ``segment`` and ``query`` (the scan is added by the caller)."""
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, the views and the scan's frame: shared by ``segment``, ``query`` and ``view``."""
     p.add_argument("--ckpt", default=None,
                    help="checkpoint (default: the bundled tiny checkpoint from `make checkpoint`)")
     p.add_argument("--config", default=None,
@@ -80,6 +72,18 @@ def add_scan_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--virtual-views", type=positive_int, default=8, metavar="N",
                    help="cameras on the eye-height ring of the virtual views (plus N/2 from "
                         "above and up to N/2 aimed at unseen parts)")
+    p.add_argument("--up", default="auto", choices=UP_CHOICES,
+                   help="the scan's up direction (default: detected; 'keep' runs the scan in "
+                        "its own frame); the model runs with +z up, the floor at z = 0")
+    p.add_argument("--units", default="auto", choices=("auto", *UNITS),
+                   help="the scan's unit (default: detected from its size)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def add_scan_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``segment`` and ``query`` (the scan is added by the caller): the
+    model's (:func:`add_model_arguments`) and how the scan is processed."""
+    add_model_arguments(p)
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="views per forward (default: 1 on CPU, where batching gains nothing and "
                         "memory grows with it; eval.batch_size on CUDA)")
@@ -87,8 +91,6 @@ def add_scan_arguments(p: argparse.ArgumentParser) -> None:
                    help="at most this many visible points per view (default data.max_visible)")
     p.add_argument("--chunk-points", type=positive_int, default=65000,
                    help="points per spatial chunk of the 3D-only path")
-    add_frame_arguments(p)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

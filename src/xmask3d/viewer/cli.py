@@ -40,7 +40,7 @@ def _port(text: str) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``view``."""
     # light: numpy and the readers
-    from xmask3d.apps.common import add_frame_arguments, positive_int
+    from xmask3d.apps.common import add_model_arguments
 
     p = subparsers.add_parser(
         "view", help="browser viewer: segment a scan with your words and query it live",
@@ -50,19 +50,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help='initial class list, synonyms with "|" (editable on the page)')
     p.add_argument("--base-classes", default="",
                    help="those of the classes the checkpoint was trained on (base/novel gate)")
-    p.add_argument("--ckpt", default=None, help="checkpoint (default: the bundled tiny one)")
-    p.add_argument("--config", default=None, help="config matching the checkpoint")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a non-architecture config value (repeatable)")
-    p.add_argument("--views", default=None, metavar="DIR",
-                   help="RGB-D frames with poses (as for `segment`); default: the processed "
-                        "layout's frames, else virtual views rendered from the points")
-    p.add_argument("--virtual", action="store_true", help="use virtual views")
-    p.add_argument("--no-2d", dest="no_2d", action="store_true", help="3D network only")
-    p.add_argument("--virtual-views", type=positive_int, default=8, metavar="N",
-                   help="cameras on the ring of the virtual views")
-    add_frame_arguments(p)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=_port, default=8080, help="port (0: any free port)")
