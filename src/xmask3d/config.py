@@ -161,6 +161,7 @@ class TrainCfg:
     eval_every: int = 1                   # epochs between selection evaluations (0 = never)
     ckpt_every: int = 1                   # epochs between checkpoints
     threads: int = 0                      # torch threads (0 = leave as is)
+    tune_malloc: bool = True              # glibc malloc settings for training (xmask3d.allocator)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from xmask3d.data.batch import ViewBatch
 from xmask3d.losses.alignment import mask_region_alignment
 from xmask3d.losses.criterion import LossWeights, compute_losses
 from xmask3d.losses.matcher import HungarianMatcher
-from xmask3d.models.outputs import XMask3DOutput
+from xmask3d.models.outputs import PointRows, XMask3DOutput
 
 P, B, H, W, Q, C, E, LAYERS = 40, 2, 8, 8, 3, 3, 8, 2
 SET_KEYS = {"loss_ce", "loss_mask", "loss_dice", "loss_ce_0", "loss_mask_0", "loss_dice_0"}
@@ -64,9 +64,9 @@ def make_outputs(seed: int = 1, clip: bool = False) -> XMask3DOutput:
         point_logits_3d=leaf(P, C),
         point_logits_fused=leaf(P, C),
         point_logits_2d=leaf(P, C),
-        point_feats_3d=leaf(P, E),
-        point_feats_fused=leaf(P, E),
-        point_feats_2d=leaf(P, E),
+        feats_3d=PointRows.of_points(leaf(P, E)),
+        feats_fused=PointRows.of_points(leaf(P, E)),
+        feats_2d=PointRows.of_points(leaf(P, E)),
         point_covered=covered,
         point_mask_id=torch.where(covered, 0, -1),
         point_query_logits=query_logits.requires_grad_(),
@@ -109,16 +109,16 @@ def test_every_term_present_finite_and_gradients_reach_the_right_inputs() -> Non
     assert losses["loss_mask_alignment"].item() > 0  # query 0 of view 0 is selected
     total.backward()
     trained = [outputs.point_logits_3d, outputs.point_logits_fused, outputs.binary_logits,
-               outputs.point_feats_3d, outputs.point_feats_fused, outputs.point_feats_2d,
+               outputs.feats_3d.rows, outputs.feats_fused.rows, outputs.feats_2d.rows,
                *outputs.mask_logits, *outputs.class_logits]  # fmt: skip
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in trained)
     untouched = [outputs.point_logits_2d, outputs.point_query_logits, outputs.global_feat,
                  *outputs.mask_embeds]  # fmt: skip
     assert all(t.grad is None for t in untouched)
     # 2D caption term only sees covered points; nothing else trains point_feats_2d.
-    assert outputs.point_feats_2d.grad[~outputs.point_covered].abs().sum() == 0
+    assert outputs.feats_2d.rows.grad[~outputs.point_covered].abs().sum() == 0
     # Only view 0 has a caption: fused features of view 1 get no gradient.
-    assert outputs.point_feats_fused.grad[20:].abs().sum() == 0
+    assert outputs.feats_fused.rows.grad[20:].abs().sum() == 0
 
 
 def test_optional_terms_and_zero_weights() -> None:
@@ -150,7 +150,7 @@ def test_alignment_target_is_clip_when_available() -> None:
     outputs, batch = make_outputs(clip=True), make_batch()
     losses = run(outputs, batch)
     expected = 0.5 * mask_region_alignment(
-        outputs.point_feats_3d, outputs.point_query_logits, batch.point_offsets,
+        outputs.feats_3d.rows, outputs.point_query_logits, batch.point_offsets,
         outputs.mask_clip_embeds, outputs.mask_logits[-1], batch.binary_labels,
     )  # fmt: skip
     assert losses["loss_mask_alignment"].item() == pytest.approx(expected.item(), rel=1e-6)
@@ -181,7 +181,7 @@ def test_sampled_default_points_run() -> None:
 
 def _leaves(outputs: XMask3DOutput) -> list[torch.Tensor]:
     return [outputs.point_logits_3d, outputs.point_logits_fused, outputs.binary_logits,
-            outputs.point_feats_3d, outputs.point_feats_fused, outputs.point_feats_2d,
+            outputs.feats_3d.rows, outputs.feats_fused.rows, outputs.feats_2d.rows,
             *outputs.mask_logits, *outputs.class_logits]  # fmt: skip
 
 

@@ -176,6 +176,10 @@ def _needs_captions(w: LossWeights, cfg: XMask3DConfig) -> bool:
 def build_run(cfg: XMask3DConfig, info: D.DistInfo) -> TrainRun:
     """Build model, text side, data, optimiser and schedule for ``cfg`` on this rank."""
     out_dir = Path(cfg.train.out_dir)
+    if cfg.train.tune_malloc and info.device.type == "cpu":
+        from xmask3d.allocator import tune_malloc_for_training
+
+        tune_malloc_for_training()
     D.seed_all(cfg.train.seed)                 # identical initial weights on every rank
     text = build_text(cfg)
     model = build_model(cfg, text_dim=text.dim).to(info.device)

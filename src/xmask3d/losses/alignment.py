@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xmask3d.models.outputs import PointRows
+
 __all__ = ["select_alignment_masks", "mask_region_alignment", "caption_alignment"]
 
 _SELECTIONS = ("ours", "published")
@@ -90,7 +92,7 @@ def _mask_confidence(mask_logits: Tensor) -> Tensor:
 
 
 def mask_region_alignment(
-    point_feats_3d: Tensor,
+    point_feats_3d: Tensor | PointRows,
     point_query_logits: Tensor,
     point_offsets: Tensor,
     targets: Tensor,
@@ -112,7 +114,7 @@ def mask_region_alignment(
     chosen per view by ``select_alignment_masks``.
 
     Args:
-        point_feats_3d: (P, E) pure 3D point features.
+        point_feats_3d: (P, E) pure 3D point features, or the same as ``PointRows`` (per voxel).
         point_query_logits: (P, Q) final-layer query mask logits at each point's pixel.
         point_offsets: (B + 1,) int64 point offsets of the views.
         targets: (B, Q, E) target embeddings (CLIP mask tokens or mask embeddings); detached here.
@@ -125,7 +127,8 @@ def mask_region_alignment(
         () mean loss over all selected masks of the batch; a zero connected to
         ``point_feats_3d``' graph when no mask is selected.
     """
-    num_points = point_feats_3d.shape[0]
+    feats = as_rows(point_feats_3d)
+    num_points = feats.num_points
     _check_offsets(point_offsets, num_points, "mask_region_alignment")
     if point_query_logits.shape[0] != num_points or binary_labels.shape != (num_points,):
         raise ValueError(
@@ -145,17 +148,20 @@ def mask_region_alignment(
         chosen = select_alignment_masks(member, binary_labels[start:end], confidence, **thresholds)
         if not bool(chosen.any()):
             continue
-        weights = member[:, chosen].to(point_feats_3d.dtype)  # (n, k)
-        means = weights.T @ point_feats_3d[start:end] / weights.sum(0)[:, None]
+        weights = member[:, chosen].to(feats.rows.dtype)  # (n, k)
+        k = weights.shape[1]
+        row_w = feats.rows.new_zeros(feats.rows.shape[0], k).index_add_(
+            0, feats.index[start:end], weights)                            # (R, k) per row
+        means = row_w.T @ feats.rows / weights.sum(0)[:, None]
         target = targets[b, chosen].detach().to(means.dtype)
         losses.append(1.0 - F.cosine_similarity(means, target, dim=1))
     if not losses:
-        return point_feats_3d.sum() * 0.0
+        return feats.rows.sum() * 0.0
     return torch.cat(losses).mean()
 
 
 def caption_alignment(
-    point_feats: Tensor,
+    point_feats: Tensor | PointRows,
     point_offsets: Tensor,
     caption_embeds: Tensor,
     *,
@@ -167,7 +173,7 @@ def caption_alignment(
     skipped.
 
     Args:
-        point_feats: (P, E) point features.
+        point_feats: (P, E) point features, or the same as ``PointRows``.
         point_offsets: (B + 1,) int64 point offsets of the views.
         caption_embeds: (B, E) caption text embeddings (zero rows = no caption).
         point_mask: (P,) bool points to average (e.g. those covered by a 2D mask), or all.
@@ -175,26 +181,31 @@ def caption_alignment(
     Returns:
         () loss; a zero connected to ``point_feats``' graph when no view qualifies.
     """
-    num_points = point_feats.shape[0]
+    feats = as_rows(point_feats)
+    num_points, dim = feats.num_points, feats.rows.shape[1]
     _check_offsets(point_offsets, num_points, "caption_alignment")
     num_views = point_offsets.numel() - 1
-    if caption_embeds.shape != (num_views, point_feats.shape[1]):
+    if caption_embeds.shape != (num_views, dim):
         raise ValueError(
-            f"caption_alignment: caption_embeds must be ({num_views}, {point_feats.shape[1]}), "
+            f"caption_alignment: caption_embeds must be ({num_views}, {dim}), "
             f"got {tuple(caption_embeds.shape)}"
         )
-    if point_mask is None:
-        point_mask = torch.ones(num_points, dtype=torch.bool, device=point_feats.device)
-    elif point_mask.shape != (num_points,):
+    if point_mask is not None and point_mask.shape != (num_points,):
         raise ValueError(f"caption_alignment: point_mask must be ({num_points},)")
-    counts = (point_offsets[1:] - point_offsets[:-1]).to(point_feats.device)
-    view = torch.repeat_interleave(torch.arange(num_views, device=point_feats.device), counts)
-    view, feats = view[point_mask], point_feats[point_mask]
-    sums = point_feats.new_zeros(num_views, point_feats.shape[1]).index_add(0, view, feats)
-    n = torch.bincount(view, minlength=num_views)
+    device = feats.rows.device
+    counts = (point_offsets[1:] - point_offsets[:-1]).to(device)
+    view = torch.repeat_interleave(torch.arange(num_views, device=device), counts)
+    weight = None if point_mask is None else point_mask.to(device)
+    group_w = feats.group_weights(view, num_views, weight)                 # (B, R)
+    n = group_w.sum(1)
     valid = (n > 0) & (caption_embeds.detach().abs().sum(1) > 0)
     if not bool(valid.any()):
-        return point_feats.sum() * 0.0
-    means = sums[valid] / n[valid, None].to(sums.dtype)
+        return feats.rows.sum() * 0.0
+    means = (group_w[valid] @ feats.rows) / n[valid, None]
     cos = F.cosine_similarity(means, caption_embeds[valid].detach().to(means.dtype), dim=1)
     return (1.0 - cos).mean()
+
+
+def as_rows(feats: Tensor | PointRows) -> PointRows:
+    """``feats`` as ``PointRows`` (a (P, E) tensor becomes one row per point)."""
+    return feats if isinstance(feats, PointRows) else PointRows.of_points(feats)

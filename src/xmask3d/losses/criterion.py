@@ -114,11 +114,11 @@ def _alignment_target(outputs: XMask3DOutput) -> Tensor:
 def _caption_losses(
     outputs: XMask3DOutput, batch: ViewBatch, weights: LossWeights, caption_embeds: Tensor
 ) -> dict[str, Tensor]:
-    offsets = batch.point_offsets.to(outputs.point_feats_3d.device)
+    offsets = batch.point_offsets.to(outputs.feats_3d.rows.device)
     terms = {
-        "loss_caption_fused": (weights.caption_fused, outputs.point_feats_fused, None),
-        "loss_caption_3d": (weights.caption_3d, outputs.point_feats_3d, None),
-        "loss_caption_2d": (weights.caption_2d, outputs.point_feats_2d, outputs.point_covered),
+        "loss_caption_fused": (weights.caption_fused, outputs.feats_fused, None),
+        "loss_caption_3d": (weights.caption_3d, outputs.feats_3d, None),
+        "loss_caption_2d": (weights.caption_2d, outputs.feats_2d, outputs.point_covered),
     }
     return {
         name: w * caption_alignment(feats, offsets, caption_embeds, point_mask=mask)
@@ -184,9 +184,9 @@ def compute_losses(
         losses.update(_caption_losses(outputs, batch, weights, caption_embeds))
     if alignment_on and weights.mask_alignment != 0:
         losses["loss_mask_alignment"] = weights.mask_alignment * mask_region_alignment(
-            outputs.point_feats_3d,
+            outputs.feats_3d,
             outputs.point_query_logits,
-            batch.point_offsets.to(outputs.point_feats_3d.device),
+            batch.point_offsets.to(outputs.feats_3d.rows.device),
             _alignment_target(outputs),
             outputs.mask_logits[-1],
             binary_labels,

@@ -19,7 +19,7 @@ from xmask3d.models.fusion.fuse import MaskFeatureFusion
 from xmask3d.models.fusion.mask_to_points import (
     assign_final_masks,
     cosine_logits,
-    gather_point_mask_features,
+    mask_feature_rows,
     query_scores,
     sample_masks_at_points,
 )
@@ -29,7 +29,7 @@ from xmask3d.models.mask2d.mask_decoder import MaskedAttentionDecoder
 from xmask3d.models.mask2d.mask_embed import PooledMaskEmbed
 from xmask3d.models.mask2d.pixel_decoder import MultiScaleDeformablePixelDecoder
 from xmask3d.models.mask2d.tap_projection import StrideGroupedProjection
-from xmask3d.models.outputs import XMask3DOutput
+from xmask3d.models.outputs import PointRows, XMask3DOutput
 from xmask3d.sparse import SparseTensor, global_max_pool
 
 
@@ -108,7 +108,7 @@ class XMask3D(nn.Module):
             is_novel_class: (C,) bool; when given (evaluation), queries are gated to base or
                 novel classes by the binary head before the final masks are chosen (method §4.1).
         """
-        feats_3d, global_feat, binary = self.encode_3d(batch)
+        feats_3d, global_feat, binary = self.encode_3d_rows(batch)
         cond = self._condition_vector(global_feat, caption_embeds, batch)
         masks = self.mask_generator(batch.images, cond, class_embeds)
         if self.clip_head is not None:
@@ -122,14 +122,17 @@ class XMask3D(nn.Module):
         scores = query_scores(masks.class_logits[-1], allowed=allowed)
         mask_id = assign_final_masks(pq, scores, point_batch)
         covered = mask_id >= 0
-        feats_2d = gather_point_mask_features(masks.mask_embeds[-1], mask_id, point_batch)
-        fused = self.fusion(feats_2d, feats_3d, covered)
+        feats_2d = mask_feature_rows(masks.mask_embeds[-1], mask_id, point_batch)
+        fused = self.fusion.fuse_rows(feats_2d, feats_3d)
         scale = self.mask_generator.mask_embed.logit_scale()
+
+        def logits(rows: PointRows) -> Tensor:      # per row, gathered to points last
+            return cosine_logits(rows.rows, class_embeds, scale)[rows.index]
+
         return XMask3DOutput(
-            point_logits_3d=cosine_logits(feats_3d, class_embeds, scale),
-            point_logits_fused=cosine_logits(fused, class_embeds, scale),
-            point_logits_2d=cosine_logits(feats_2d, class_embeds, scale) * covered[:, None],
-            point_feats_3d=feats_3d, point_feats_fused=fused, point_feats_2d=feats_2d,
+            point_logits_3d=logits(feats_3d), point_logits_fused=logits(fused),
+            point_logits_2d=logits(feats_2d),           # the zero row of uncovered points gives 0
+            feats_3d=feats_3d, feats_fused=fused, feats_2d=feats_2d,
             point_covered=covered, point_mask_id=mask_id, point_query_logits=pq,
             binary_logits=binary, global_feat=global_feat, mask_logits=masks.mask_logits,
             mask_embeds=masks.mask_embeds, class_logits=masks.class_logits,
@@ -145,10 +148,15 @@ class XMask3D(nn.Module):
             (P, E) point features in text space, (B, D) per-view global features and (P,)
             binary base-vs-novel logits. ``batch.images`` is not used.
         """
+        feats, global_feat, binary = self.encode_3d_rows(batch)
+        return feats.points(), global_feat, binary
+
+    def encode_3d_rows(self, batch: ViewBatch) -> tuple[PointRows, Tensor, Tensor]:
+        """``encode_3d`` with the point features kept per voxel (``PointRows``)."""
         voxels = SparseTensor.from_voxels(batch.voxel_feats, batch.voxel_coords,
                                           batch_size=int(batch.point_offsets.numel() - 1))
         unet = self.backbone3d(voxels)
-        feats_3d = self.point_proj(unet.features)[batch.point2voxel]              # (P, E)
+        feats_3d = PointRows(self.point_proj(unet.features), batch.point2voxel)   # (V, E) rows
         global_feat = global_max_pool(unet.bottleneck.replace_features(
             self.global_proj(unet.bottleneck.features)))                           # (B, D)
         binary = self.binary_head(self.binary_net(voxels).features)[batch.point2voxel, 0]

@@ -9,7 +9,10 @@ published behaviour, where uncovered points copy the raw 3D feature (method §8.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+from xmask3d.models.outputs import PointRows
 
 
 class MaskFeatureFusion(nn.Module):
@@ -37,3 +40,26 @@ class MaskFeatureFusion(nn.Module):
         if self.uncovered == "copy3d":
             fused = torch.where(covered.unsqueeze(1), fused, feats_3d)
         return fused
+
+    def fuse_rows(self, feats_2d: PointRows, feats_3d: PointRows) -> PointRows:
+        """``forward`` computed once per distinct (2D row, 3D row) pair of the points.
+
+        The Linear over ``[f_2d, f_3d]`` is split into its 2D and 3D halves, each applied to the
+        rows of its input (B * Q + 1 mask rows, V voxel rows) before the pairs are formed, so no
+        (P, 2E) tensor is built. ``feats_2d``'s last row must be its zero (uncovered) row.
+        """
+        if self.linear is None:
+            return feats_3d
+        dim = feats_3d.rows.shape[1]
+        n2 = feats_2d.rows.shape[0]
+        key = feats_3d.index * n2 + feats_2d.index
+        pairs, index = torch.unique(key, return_inverse=True)
+        row_3d, row_2d = pairs // n2, pairs % n2
+        w = self.linear.weight
+        part_2d = F.linear(feats_2d.rows, w[:, :dim])
+        part_3d = F.linear(feats_3d.rows, w[:, dim:], self.linear.bias)
+        fused = part_2d[row_2d] + part_3d[row_3d]
+        if self.uncovered == "copy3d":
+            covered = (row_2d != n2 - 1).unsqueeze(1)
+            fused = torch.where(covered, fused, feats_3d.rows[row_3d])
+        return PointRows(fused, index)

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from xmask3d.models.outputs import PointRows
+
 
 def sample_masks_at_points(mask_logits: Tensor, pixel_rc: Tensor, point_batch: Tensor,
                            image_hw: tuple[int, int]) -> Tensor:
@@ -83,11 +85,18 @@ def assign_final_masks(point_query_logits: Tensor, scores: Tensor, point_batch: 
 def gather_point_mask_features(mask_embeds: Tensor, point_mask_id: Tensor,
                                point_batch: Tensor) -> Tensor:
     """(P, E) embedding of each point's final mask, zeros for uncovered points."""
+    return mask_feature_rows(mask_embeds, point_mask_id, point_batch).points()
+
+
+def mask_feature_rows(mask_embeds: Tensor, point_mask_id: Tensor,
+                      point_batch: Tensor) -> PointRows:
+    """``gather_point_mask_features`` as rows: the B * Q mask embeddings and a last zero row
+    (uncovered points)."""
     b, q, e = mask_embeds.shape
-    flat = mask_embeds.reshape(b * q, e)
-    idx = (point_batch * q + point_mask_id.clamp(min=0))
-    feats = flat[idx]
-    return feats * (point_mask_id >= 0).unsqueeze(1).to(feats.dtype)
+    rows = torch.cat([mask_embeds.reshape(b * q, e), mask_embeds.new_zeros(1, e)])
+    index = torch.where(point_mask_id >= 0, point_batch * q + point_mask_id,
+                        torch.full_like(point_mask_id, b * q))
+    return PointRows(rows, index)
 
 
 def cosine_logits(feats: Tensor, class_embeds: Tensor, logit_scale: Tensor) -> Tensor:
