@@ -70,10 +70,13 @@ def test_rows_equal_per_point_outputs_losses_and_gradients(micro_overrides, batc
     g_new = torch.autograd.grad(sum(new.values()), params, retain_graph=True, allow_unused=True)
     g_old = torch.autograd.grad(sum(old.values()), params, allow_unused=True)
     checked = 0
+    total = float(torch.cat([b.flatten() for b in g_old if b is not None]).norm())
     for p, a, b in zip(params, g_new, g_old):
         if a is None or b is None:
             assert a is None and b is None
             continue
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        # float sums in another order: relative L2 error of each parameter's gradient, with a
+        # floor from the whole gradient's norm for gradients that are float noise around 0
+        assert float((a - b).norm()) <= 1e-3 * float(b.norm()) + 1e-6 * total
         checked += int(a.abs().sum() > 0)
     assert checked > 20                      # the gradients reach both branches and the fusion

@@ -108,7 +108,7 @@ class XMask3D(nn.Module):
             is_novel_class: (C,) bool; when given (evaluation), queries are gated to base or
                 novel classes by the binary head before the final masks are chosen (method §4.1).
         """
-        feats_3d, global_feat, binary = self.encode_3d_rows(batch)
+        feats_3d, global_feat, binary, unet_feats = self._encode_3d(batch)
         cond = self._condition_vector(global_feat, caption_embeds, batch)
         masks = self.mask_generator(batch.images, cond, class_embeds)
         if self.clip_head is not None:
@@ -123,7 +123,7 @@ class XMask3D(nn.Module):
         mask_id = assign_final_masks(pq, scores, point_batch)
         covered = mask_id >= 0
         feats_2d = mask_feature_rows(masks.mask_embeds[-1], mask_id, point_batch)
-        fused = self.fusion.fuse_rows(feats_2d, feats_3d)
+        fused = self.fusion.fuse_rows(feats_2d, feats_3d, proj_3d=(unet_feats, self.point_proj))
         scale = self.mask_generator.mask_embed.logit_scale()
 
         def logits(rows: PointRows) -> Tensor:      # per row, gathered to points last
@@ -153,6 +153,10 @@ class XMask3D(nn.Module):
 
     def encode_3d_rows(self, batch: ViewBatch) -> tuple[PointRows, Tensor, Tensor]:
         """``encode_3d`` with the point features kept per voxel (``PointRows``)."""
+        return self._encode_3d(batch)[:3]
+
+    def _encode_3d(self, batch: ViewBatch) -> tuple[PointRows, Tensor, Tensor, Tensor]:
+        """``encode_3d_rows`` and the (V, C) UNet features before ``point_proj``."""
         voxels = SparseTensor.from_voxels(batch.voxel_feats, batch.voxel_coords,
                                           batch_size=int(batch.point_offsets.numel() - 1))
         unet = self.backbone3d(voxels)
@@ -160,7 +164,7 @@ class XMask3D(nn.Module):
         global_feat = global_max_pool(unet.bottleneck.replace_features(
             self.global_proj(unet.bottleneck.features)))                           # (B, D)
         binary = self.binary_head(self.binary_net(voxels).features)[batch.point2voxel, 0]
-        return feats_3d, global_feat, binary
+        return feats_3d, global_feat, binary, unet.features
 
     def _condition_vector(self, global_feat: Tensor, caption_embeds: Tensor | None,
                           batch: ViewBatch) -> Tensor | None:

@@ -66,3 +66,22 @@ def test_cosine_logits():
     t = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
     out = cosine_logits(f, t, torch.tensor(10.0))
     torch.testing.assert_close(out, torch.tensor([[10.0, 0.0], [10 / 2**0.5, 10 / 2**0.5]]))
+
+
+def test_cosine_logits_equal_normalised_features_times_classes_with_zero_rows():
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(50, 24, generator=g, dtype=torch.float64) * 3
+    feats[7] = 0.0                                   # an uncovered point's zero 2D feature
+    classes = torch.randn(6, 24, generator=g, dtype=torch.float64)
+    scale = torch.tensor(14.0, dtype=torch.float64)
+    ref = scale * torch.nn.functional.normalize(feats, dim=-1) @ \
+        torch.nn.functional.normalize(classes, dim=-1).t()
+    got = cosine_logits(feats, classes, scale)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    assert torch.all(got[7] == 0)
+    f1, f2 = feats.clone().requires_grad_(), feats.clone().requires_grad_()
+    w = torch.randn(50, 6, generator=g, dtype=torch.float64)
+    (cosine_logits(f1, classes, scale) * w).sum().backward()
+    (scale * torch.nn.functional.normalize(f2, dim=-1)
+     @ torch.nn.functional.normalize(classes, dim=-1).t() * w).sum().backward()
+    torch.testing.assert_close(f1.grad, f2.grad, rtol=1e-10, atol=1e-12)

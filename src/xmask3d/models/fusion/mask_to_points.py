@@ -100,5 +100,11 @@ def mask_feature_rows(mask_embeds: Tensor, point_mask_id: Tensor,
 
 
 def cosine_logits(feats: Tensor, class_embeds: Tensor, logit_scale: Tensor) -> Tensor:
-    """``logit_scale * cos(feats, class_embeds)``: (N, E) x (C, E) -> (N, C)."""
-    return logit_scale * F.normalize(feats, dim=-1) @ F.normalize(class_embeds, dim=-1).t()
+    """``logit_scale * cos(feats, class_embeds)``: (N, E) x (C, E) -> (N, C).
+
+    Equals ``F.normalize(feats) @ F.normalize(class_embeds).T`` (a zero row gives zeros); the
+    row norms divide the (N, C) products instead of the (N, E) features, so no normalised copy
+    of the wide features is made and its backward is (N, C)-sized too (issue 18).
+    """
+    norms = torch.linalg.vector_norm(feats, dim=-1, keepdim=True).clamp_min(1e-12)
+    return logit_scale * (feats @ F.normalize(class_embeds, dim=-1).t()) / norms
