@@ -49,6 +49,7 @@ class DataCfg:
     color_jitter: float = 0.0             # std of per-point Gaussian colour noise
     binary_mode: str = "ours"             # "ours": 1=labelled base, 0=else; "published": -1 ignore
     workers: int = 0                      # DataLoader workers per process
+    scene_cache: int = 4                  # loaded scenes kept in memory per dataset (and worker)
 
 
 @dataclass

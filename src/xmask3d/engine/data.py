@@ -6,16 +6,19 @@ never on the split whose numbers are reported (decisions.md §5, method.md §8 i
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 from xmask3d.config import XMask3DConfig
 from xmask3d.data.dataset import ViewDataset
 from xmask3d.data.processed import ProcessedLayout
 from xmask3d.data.splits import CategorySplit, get_split
-from xmask3d.errors import ConfigError
+from xmask3d.errors import CheckpointError, ConfigError, DataError, XMask3DError
 
-__all__ = ["category_split", "eval_shard", "eval_vocabulary", "open_layout", "selection_scenes",
-           "view_dataset"]
+__all__ = ["category_split", "eval_shard", "eval_vocabulary", "loader_batches", "open_layout",
+           "selection_scenes", "view_dataset"]
 
 
 def open_layout(cfg: XMask3DConfig) -> ProcessedLayout:
@@ -77,7 +80,7 @@ def view_dataset(cfg: XMask3DConfig, layout: ProcessedLayout, *, split: str, mod
         loop=d.loop, augment=d.augment, rotate_z=d.rotate_z, rotate_xy=d.rotate_xy,
         scale=(d.scale_min, d.scale_max), jitter=d.jitter, color_contrast=d.color_contrast,
         color_shift=d.color_shift, color_jitter=d.color_jitter, binary_mode=d.binary_mode,
-        seed=cfg.train.seed, scenes=scenes)
+        seed=cfg.train.seed, scenes=scenes, cache_size=d.scene_cache)
 
 
 def eval_vocabulary(split: CategorySplit) -> tuple[list[str], list[int], list[bool]]:
@@ -108,3 +111,33 @@ def eval_shard(cfg: XMask3DConfig, layout: ProcessedLayout, *, split: str,
     counts = {s: len(layout.frame_names(s)) for s in names}
     mine = shard_scenes(counts, world_size)[rank]
     return view_dataset(cfg, layout, split=split, mode="eval", scenes=mine) if mine else None
+
+
+_WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+")
+_OUR_ERRORS = {"DataError": DataError, "ConfigError": ConfigError, "CheckpointError": CheckpointError,
+               "XMask3DError": XMask3DError}
+
+
+def loader_batches(loader: Iterable) -> Iterator:
+    """Iterate a DataLoader; an error of ours raised in a worker process comes back as itself.
+
+    PyTorch re-raises a worker's exception as a ``RuntimeError`` holding the worker's traceback
+    when it cannot rebuild the exception (``DataError`` takes a path and a problem): the user would
+    see a traceback instead of the message naming the file. The message is taken from the last
+    line of that traceback.
+    """
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except RuntimeError as exc:
+            match = _WORKER_ERROR.match(str(exc))
+            if match is None or match.group(1) not in _OUR_ERRORS:
+                raise
+            last = [line for line in str(exc).strip().splitlines() if line.strip()][-1]
+            message = last.split(": ", 1)[1] if ": " in last else last
+            cls = _OUR_ERRORS[match.group(1)]
+            raise (DataError(None, message) if cls is DataError else cls(message)) from None
+        yield batch

@@ -25,6 +25,7 @@ from xmask3d.config import FusionCfg
 from xmask3d.data.dataset import ViewDataset, collate_views
 from xmask3d.data.splits import CategorySplit
 from xmask3d.engine import distributed as D
+from xmask3d.engine.data import loader_batches
 from xmask3d.eval.metrics import ConfusionMatrix, OpenVocabMetrics, open_vocab_metrics
 from xmask3d.eval.scoring import nearest_visible_fill, view_point_predictions
 
@@ -218,7 +219,7 @@ def evaluate_views(model: nn.Module, dataset: ViewDataset | None, split: Categor
                     if amp and device.type == "cuda" else nullcontext())
         bar = tqdm(total=len(state.remaining), unit="scene", desc="eval", dynamic_ncols=True,
                    disable=not (progress and D.is_main_process()))
-        for batch in loader:
+        for batch in loader_batches(loader):
             dev_batch = batch.to(device)
             caps = None if caption_encoder is None else caption_encoder(batch.captions)
             with autocast:

@@ -30,6 +30,7 @@ from xmask3d.engine.data import (
     category_split,
     eval_shard,
     eval_vocabulary,
+    loader_batches,
     open_layout,
     selection_scenes,
     view_dataset,
@@ -296,7 +297,7 @@ def train_epoch(run: TrainRun, bar: tqdm) -> None:
     run.net.train()
     t0 = time.perf_counter()
     run.window.resume()
-    for batch in run.loader:
+    for batch in loader_batches(run.loader):
         values, grad_norm = train_step(run, batch.to(run.info.device))
         st.step, st.epoch_step = st.step + 1, st.epoch_step + 1
         views = batch.batch_size
