@@ -41,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``view``."""
     # light: numpy and the readers
     from xmask3d.apps.common import add_model_arguments
+    from xmask3d.apps.other import add_other_arguments
 
     p = subparsers.add_parser(
         "view", help="browser viewer: segment a scan with your words and query it live",
@@ -50,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help='initial class list, synonyms with "|" (editable on the page)')
     p.add_argument("--base-classes", default="",
                    help="those of the classes the checkpoint was trained on (base/novel gate)")
+    add_other_arguments(p, "view")
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
@@ -137,7 +139,7 @@ def _first_run(args, lm, scene, state, server, names, base, frame) -> None:
         server.report(0, 1, "starting")
         feats = compute_point_features(args, lm, scene, make_vocabulary(lm, names, base),
                                        report=server.report, frame=frame)
-        state.set_scorer(ModelScorer(feats, lm))
+        state.set_scorer(ModelScorer(feats, lm, other=not getattr(args, "no_other", False)))
         state.segment(", ".join(names), ", ".join(base))
         server.refresh()
         server.finish_progress(f"ready: point features of {scene.num_points:,} points "
