@@ -153,13 +153,13 @@ def _write_query(out: Path, k: int, text: str, points: np.ndarray, rel: np.ndarr
 def run(args: argparse.Namespace) -> int:
     """Score every query; write one heat-map PLY and PNG per query and ``query.json``."""
     start, memory = time.perf_counter(), CommandMemory()
-    queries, negatives = _queries(args)
+    queries, generic = _queries(args)
     scene, views, source, lm = open_inputs(args, width=len(queries))
     import torch
 
     from xmask3d.apps.common import score_scan
 
-    negatives, uses_np = query_negatives(queries, negatives, background=not args.no_other)
+    negatives, uses_np = query_negatives(queries, generic, background=not args.no_other)
     uses = torch.from_numpy(uses_np)
     q_emb = lm.text.encode_captions(queries)
     n_emb = lm.text.encode_captions(negatives)
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "scan": str(args.scan), "num_points": scene.num_points, "queries": per_query,
         "negatives": negatives, **result.to_dict(),
-        "background_words": [] if args.no_other else list(BACKGROUND_WORDS),
+        "background_words": negatives[len(generic):],
         "relevance": "sigmoid(s_query - max_j s_negative_j) with s = logit_scale * cosine "
                      "(LERF's pairwise-softmax minimum) over the query's negatives, mean over "
                      "views",

@@ -130,15 +130,20 @@ def _first_run(args, lm, scene, state, server, names, base, frame) -> None:
     """Compute the point features (progress on the page), then segment with the classes."""
     import time
 
+    from xmask3d.apps.other import background_words
     from xmask3d.errors import XMask3DError
     from xmask3d.viewer.features import compute_point_features, make_vocabulary
     from xmask3d.viewer.state import ModelScorer
 
+    # the 2D masks are chosen with the words `segment` would score: the classes and the
+    # background words they do not name
+    hidden = list(background_words(names, enabled=not getattr(args, "no_other", False)))
+    vocab = make_vocabulary(lm, [*names, *hidden], [*base, *hidden] if base else [])
     start = time.perf_counter()
     try:
         server.report(0, 1, "starting")
-        feats = compute_point_features(args, lm, scene, make_vocabulary(lm, names, base),
-                                       report=server.report, frame=frame)
+        feats = compute_point_features(args, lm, scene, vocab, report=server.report,
+                                       frame=frame)
         state.set_scorer(ModelScorer(feats, lm, other=not getattr(args, "no_other", False)))
         state.segment(", ".join(names), ", ".join(base))
         server.refresh()
