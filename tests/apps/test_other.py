@@ -7,6 +7,7 @@ import pytest
 
 from xmask3d.apps.other import (
     BACKGROUND_WORDS,
+    DEFAULT_OTHER_BELOW,
     OTHER,
     assign_labels,
     background_for_query,
@@ -67,7 +68,8 @@ def test_a_word_the_user_names_stays_a_class():
 def test_other_policy_defaults_switches_and_refusals():
     policy = other_policy(["chair", "wall"])
     assert policy.background == ("floor", "ceiling", "door", "window")
-    assert policy.other_below is None and policy.has_other
+    assert policy.other_below == DEFAULT_OTHER_BELOW and policy.has_other
+    assert other_policy(["chair"], other_below=0.0).other_below is None       # 0: no cut
     assert policy.to_dict()["background_words"] == ["floor", "ceiling", "door", "window"]
     off = other_policy(["chair", "wall"], no_other=True)
     assert off.background == () and not off.has_other
@@ -75,8 +77,9 @@ def test_other_policy_defaults_switches_and_refusals():
                              "rule": "every point takes a class"}
     cut = other_policy(["chair"], no_other=True, other_below=0.3)
     assert cut.has_other and "below 0.3" in cut.to_dict()["rule"]
-    # every background word named: nothing hidden, no "other" unless a cut is asked for
-    assert not other_policy(list(BACKGROUND_WORDS)).has_other
+    # every background word named and no cut: every point takes a class
+    assert not other_policy(list(BACKGROUND_WORDS), other_below=0).has_other
+    assert other_policy(list(BACKGROUND_WORDS)).has_other                     # the default cut
     with pytest.raises(ConfigError, match="must lie in"):
         other_policy(["chair"], other_below=1.0)
     with pytest.raises(ConfigError, match=f"'{OTHER}' is the label"):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from xmask3d.apps.common import load_scan
-from xmask3d.apps.other import BACKGROUND_WORDS, OTHER
+from xmask3d.apps.other import BACKGROUND_WORDS, DEFAULT_OTHER_BELOW, OTHER
 from xmask3d.apps.render import OTHER_COLOR, class_palette
 from xmask3d.cli import main
 from xmask3d.data.ply import read_ply
@@ -83,7 +83,8 @@ def test_segment_labels_background_word_points_other_as_segment_does(state, scor
     words = ["floor", "table", *[w for w in BACKGROUND_WORDS if w != "floor"]]
     for mode in ("fused", "3d", "2d"):
         probs = sc.features.probabilities(make_vocabulary(sc.lm, words), mode)
-        np.testing.assert_array_equal(state.labels[mode], np.minimum(probs.argmax(1), 2))
+        np.testing.assert_array_equal(state.labels[mode], np.where(
+            probs.max(1) < DEFAULT_OTHER_BELOW, 2, np.minimum(probs.argmax(1), 2)))
     # without the background words (`view --no-other`): every point takes one of the words
     plain = ViewState(scene.points, scene.colors, ModelScorer(sc.features, sc.lm, other=False))
     plain.segment("floor, table")

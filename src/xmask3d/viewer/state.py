@@ -56,8 +56,9 @@ class ModelScorer:
         features: a :class:`~xmask3d.viewer.features.PointFeatures`.
         lm: the loaded model (its text encoder embeds class lists and queries).
         other: score the background words of :mod:`xmask3d.apps.other` too (class lists:
-            points that pick one are "other"; queries: compared with them), as ``segment``
-            and ``query`` do by default; ``False`` is ``--no-other``.
+            points that pick one, or whose best probability is below the default cut, are
+            "other"; queries: compared with them), as ``segment`` and ``query`` do by default;
+            ``False`` is ``--no-other``.
     """
 
     has_model = True
@@ -230,7 +231,7 @@ class ViewState:
             raise ConfigError("the point features are still being computed; try again when done")
         if not self.scorer.has_model:
             raise ConfigError("no model loaded: this view shows a saved segmentation")
-        policy = other_policy(names, no_other=not self.scorer.other, other_below=None)
+        policy = other_policy(names, no_other=not self.scorer.other)
         background = list(policy.background)
         start = time.perf_counter()
         with self.lock:
@@ -238,7 +239,8 @@ class ViewState:
             self.scorer.set_classes([*names, *background],
                                     [*base_names, *background] if base_names else [])
             self.labels = {m: assign_labels(self.scorer.probabilities(m),
-                                            num_classes=len(names))[0]
+                                            num_classes=len(names),
+                                            other_below=policy.other_below)[0]
                            for m in ("fused", "3d", "2d")}
             self.names = names + ([OTHER] if policy.has_other else [])
             self._set_palette(len(self.names), has_other=policy.has_other)
