@@ -42,9 +42,9 @@ LABEL_CHUNK = 1 << 20        # points per pass of assign_labels (bounds its temp
 
 # The structure of an indoor room that everyday object lists leave out: the large surfaces
 # (wall, floor, ceiling) and the openings in them (door, window). All but "ceiling" are ScanNet
-# classes the bundled checkpoint was trained on (B15/N4 base classes), and together wall and floor
-# are about 30 % of ScanNet's labelled points. Furniture words (cabinet, shelf, ...) are left out
-# on purpose: a user asking for "table" should not lose a desk to a hidden "cabinet".
+# classes the bundled checkpoint was trained on (B15/N4 base classes). Furniture words (cabinet,
+# shelf, ...) are left out on purpose: a user asking for "table" should not lose a desk to a
+# hidden "cabinet".
 BACKGROUND_WORDS = ("wall", "floor", "ceiling", "door", "window")
 
 # The default cut on the winning probability (with the background words), calibrated on six
