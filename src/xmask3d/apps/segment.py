@@ -29,6 +29,7 @@ from xmask3d.apps.common import (
     write_json,
 )
 from xmask3d.apps.other import (
+    DEFAULT_OTHER_BELOW,
     OTHER,
     OtherPolicy,
     add_other_arguments,
@@ -54,14 +55,15 @@ __all__ = ["OTHER", "add_parser", "assign_labels", "class_summary", "point_proba
 
 logger = logging.getLogger(__name__)
 
-_EPILOG = """examples:
+_EPILOG = f"""examples:
   xmask3d segment room.ply --classes "chair, sofa|couch, lamp, floor, wall" --out seg
   xmask3d segment scene.pth --classes "bed, desk" --views frames/ --ckpt best.pt --out seg
   xmask3d segment big.ply --classes "table, chair" --no-2d --other-below 0.3 --out seg
   xmask3d segment room.ply --classes "chair, sofa" --no-other --out seg   # every point a word
 
 Points whose best word is one of the hidden background words (wall, floor, ceiling, door,
-window; those you name stay classes) are labelled "other"; --no-other turns this off.
+window; those you name stay classes), or whose best probability is below
+{DEFAULT_OTHER_BELOW} (--other-below), are labelled "other"; --no-other turns both off.
 """
 
 
