@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from xmask3d.apps.inference import load_inference_model, make_sample
-from xmask3d.apps.query import relevance
+from xmask3d.apps.other import BACKGROUND_WORDS
+from xmask3d.apps.query import query_negatives, relevance
 from xmask3d.cli import main
 from xmask3d.data.dataset import collate_views
 from xmask3d.data.orientation import detect_frame
@@ -48,6 +49,34 @@ def test_relevance_hand_values_and_reference():
                                _lerf_reference(f, q, n, 14.3))
 
 
+def test_each_query_uses_only_its_own_negatives():
+    gen = torch.Generator().manual_seed(1)
+    f, q, n = (torch.randn(s, 8, generator=gen) for s in (9, 2, 5))
+    uses = torch.tensor([[True, True, True, False, False], [True, False, True, True, True]])
+    rel = relevance(f, q, n, torch.tensor(12.0), uses)
+    for k in range(2):
+        torch.testing.assert_close(rel[:, k], _lerf_reference(f, q[k:k + 1], n[uses[k]],
+                                                              12.0)[:, 0])
+    with pytest.raises(ValueError, match="at least one negative"):
+        relevance(f, q, n, torch.tensor(12.0), torch.zeros(2, 5, dtype=torch.bool))
+
+
+def test_background_words_lower_relevance_only_where_they_fit_better():
+    # the floor point is closer to "floor" than to the query: relative to the background its
+    # relevance drops below 0.5; the seat point is closer to the query and stays above 0.5
+    query, generic, floor = [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.6, 0.8, 0.0]
+    feats = torch.tensor([[0.5, 0.86, 0.0], [1.0, 0.1, 0.0]])          # floor-like, seat-like
+    alone = relevance(feats, torch.tensor([query]), torch.tensor([generic]), torch.tensor(10.0))
+    both = relevance(feats, torch.tensor([query]), torch.tensor([generic, floor]),
+                     torch.tensor(10.0))
+    assert alone[0, 0] > 0.9 and both[0, 0] < 0.5 < both[1, 0]
+    names, uses = query_negatives(["something to sit on", "the floor"], ["object", "things"])
+    assert names == ["object", "things", *BACKGROUND_WORDS]
+    assert uses.tolist() == [[True] * 7, [True, True, True, False, True, True, True]]
+    names, uses = query_negatives(["the floor"], ["object"], background=False)
+    assert names == ["object"] and uses.tolist() == [[True]]
+
+
 def test_empty_query_is_refused(room_ply, tmp_path, capsys):
     assert main(["query", str(room_ply), "chair", "  ", "--out", str(tmp_path)]) == 1
     assert "query 2 is empty" in capsys.readouterr().err
@@ -63,6 +92,9 @@ def test_query_end_to_end(room_ply, micro_ckpt, tmp_path):
     summary = json.loads((out / "query.json").read_text())
     assert summary["path"] == "virtual-views" and summary["feature"] == "fused 3D-2D"
     assert [q["query"] for q in summary["queries"]] == queries
+    assert summary["background_words"] == list(BACKGROUND_WORDS)
+    assert summary["queries"][0]["negatives"] == ["object", "things", "stuff", "texture",
+                                                  *BACKGROUND_WORDS]
     n = read_ply(room_ply).num_points
     for q in summary["queries"]:
         cloud = read_ply(q["ply"])
@@ -72,13 +104,17 @@ def test_query_end_to_end(room_ply, micro_ckpt, tmp_path):
         assert Path(q["png"]).parent == out and Path(q["png"]).stat().st_size > 10_000
 
 
-def test_query_3d_only_matches_the_3d_features(room_ply, micro_ckpt, tmp_path):
+@pytest.mark.parametrize("no_other", [False, True])
+def test_query_3d_only_matches_the_3d_features(room_ply, micro_ckpt, tmp_path, no_other):
     out = tmp_path / "q3d"
     assert main(["query", str(room_ply), "a table", "--ckpt", str(micro_ckpt), "--no-2d",
-                 "--no-progress", "--out", str(out)]) == 0
+                 "--no-progress", "--out", str(out), *(["--no-other"] if no_other else [])]) == 0
     summary = json.loads((out / "query.json").read_text())
     assert summary["path"] == "3d-only" and summary["feature"] == "3D"
     got = read_ply(summary["queries"][0]["ply"]).fields["relevance"]
+    # by default "a table" is compared with LERF's phrases and the background words too
+    negatives = ["object", "things", "stuff", "texture", *([] if no_other else BACKGROUND_WORDS)]
+    assert summary["queries"][0]["negatives"] == negatives
     lm = load_inference_model(micro_ckpt)
     cloud = read_ply(room_ply)
     # the model runs in the scan's canonical frame (metres, +z up, floor at 0)
@@ -88,6 +124,6 @@ def test_query_3d_only_matches_the_3d_features(room_ply, micro_ckpt, tmp_path):
     with torch.no_grad():
         feats = lm.model.encode_3d(batch)[0]
         ref = relevance(feats, lm.text.encode_captions(["a table"]),
-                        lm.text.encode_captions(["object", "things", "stuff", "texture"]),
+                        lm.text.encode_captions(negatives),
                         lm.model.mask_generator.mask_embed.logit_scale())
     np.testing.assert_allclose(got, ref[:, 0].numpy(), rtol=1e-5, atol=1e-6)

@@ -13,7 +13,8 @@ from plyfile import PlyData, PlyElement
 
 from xmask3d.apps.common import parse_names
 from xmask3d.apps.inference import load_inference_model, make_sample
-from xmask3d.apps.segment import assign_labels, class_summary, point_probabilities
+from xmask3d.apps.other import DEFAULT_OTHER_BELOW
+from xmask3d.apps.segment import class_summary, point_probabilities
 from xmask3d.apps.virtual_views import render_virtual_views
 from xmask3d.cli import main
 from xmask3d.config import FusionCfg
@@ -31,24 +32,6 @@ def test_parse_names():
                      ("chair, chair", "repeated")):
         with pytest.raises(ConfigError, match=msg):
             parse_names(bad, what="--classes")
-
-
-def test_assign_labels_with_other_fallback():
-    probs = np.array([[0.7, 0.2, 0.1], [0.4, 0.35, 0.25], [0.1, 0.1, 0.8]], np.float32)
-    labels, score = assign_labels(probs)
-    assert labels.tolist() == [0, 0, 2]
-    np.testing.assert_allclose(score, [0.7, 0.4, 0.8])
-    labels, _ = assign_labels(probs, other_below=0.5)
-    assert labels.tolist() == [0, 3, 2]
-
-
-def test_assign_labels_in_chunks_equals_one_pass():
-    probs = np.random.default_rng(5).dirichlet(np.ones(4), size=1001).astype(np.float32)
-    whole = assign_labels(probs, other_below=0.4, chunk=len(probs))
-    for chunk in (1, 7, 1000):
-        for a, b in zip(assign_labels(probs, other_below=0.4, chunk=chunk), whole, strict=True):
-            np.testing.assert_array_equal(a, b)
-    assert (whole[0] == 4).any() and (whole[0] < 4).any()
 
 
 def test_class_summary_lists_points_and_shares():
@@ -199,7 +182,7 @@ def test_segment_end_to_end_virtual_views(room_ply, micro_ckpt, tmp_path, capsys
     out = tmp_path / "seg"
     code = main(["segment", str(room_ply), "--classes", "floor, wall, table|desk",
                  "--ckpt", str(micro_ckpt), "--virtual-views", "2", "--other-below", "0.34",
-                 "--no-progress", "--out", str(out)])
+                 "--no-other", "--no-progress", "--out", str(out)])
     assert code == 0
     summary, cloud = _read_outputs(out)
     # stdout: a per-class table (points, share) with the first name of each class
@@ -221,6 +204,8 @@ def test_segment_end_to_end_virtual_views(room_ply, micro_ckpt, tmp_path, capsys
     assert ((score >= 1 / 3 - 1e-6) & (score <= 1)).all()       # best of 3 probabilities
     assert ((ids == 3) == (score < 0.34)).all()
     assert 0.3 < summary["seen_fraction"] <= 1.0 and summary["gating"] is False
+    # --no-other: no background words were scored, only the cut makes "other"
+    assert summary["background_words"] == [] and summary["other_below"] == 0.34
 
 
 def test_segment_end_to_end_with_views_and_3d_only(room_ply, room_views, micro_ckpt, tmp_path):
@@ -238,22 +223,43 @@ def test_segment_end_to_end_with_views_and_3d_only(room_ply, room_views, micro_c
                  "--out", str(out3)]) == 0
     summary, cloud = _read_outputs(out3)
     assert summary["path"] == "3d-only" and summary["views_used"] == 0
-    # one chunk holds the scan: the labels are the argmax of the model's own 3D logits, computed
-    # in the scan's canonical frame (metres, +z up, floor at 0)
+    # by default the background words the user did not name are scored after the classes and
+    # points that pick one are "other" (id 3); the user's "floor" and "wall" stay classes
+    assert summary["background_words"] == ["ceiling", "door", "window"]
+    assert summary["other_below"] == DEFAULT_OTHER_BELOW
+    assert summary["classes"] == ["floor", "wall", "table", "other"]
+    assert sum(summary["point_counts"].values()) == cloud.num_points
+    # one chunk holds the scan: the labels are the argmax of the model's own 3D logits over the
+    # classes and the background words, computed in the scan's canonical frame (metres, +z up,
+    # floor at 0)
     lm = load_inference_model(micro_ckpt)
     scene = Scene("room", detect_frame(cloud.points).apply(cloud.points),
                   read_ply(room_ply).colors)
     batch = collate_views([make_sample(scene, np.arange(scene.num_points),
                                        voxel_size=lm.cfg.data.voxel_size, class_names=("p",))])
-    embeds = lm.text.class_embeddings(["floor", "wall", "table"])
+    embeds = lm.text.class_embeddings(["floor", "wall", "table", "ceiling", "door", "window"])
     with torch.no_grad():
         feats = lm.model.encode_3d(batch)[0]
         probs = point_probabilities(feats, torch.zeros(len(feats)),
                                     lm.model.mask_generator.mask_embed.logit_scale(),
                                     class_embeds=embeds, fusion_cfg=FusionCfg(gating=False),
-                                    is_novel_class=torch.ones(3, dtype=torch.bool))
-    np.testing.assert_array_equal(cloud.fields["class_id"], probs.argmax(1).numpy())
+                                    is_novel_class=torch.ones(6, dtype=torch.bool))
+    best, win = (t.numpy() for t in probs.max(1))
+    clear = np.abs(best - DEFAULT_OTHER_BELOW) > 1e-4          # not on the cut's rounding edge
+    np.testing.assert_array_equal(cloud.fields["class_id"][clear], np.where(
+        best < DEFAULT_OTHER_BELOW, 3, np.minimum(win, 3))[clear])
     np.testing.assert_allclose(cloud.fields["score"], probs.max(1).values.numpy(), rtol=1e-5)
+    # --no-other: the old behaviour, every point takes one of the three classes
+    out4 = tmp_path / "seg3d_no_other"
+    assert main(["segment", str(room_ply), "--classes", "floor, wall, table", "--ckpt",
+                 str(micro_ckpt), "--no-2d", "--chunk-points", "100000", "--no-other",
+                 "--no-progress", "--out", str(out4)]) == 0
+    summary, cloud = _read_outputs(out4)
+    assert summary["classes"] == ["floor", "wall", "table"]
+    assert summary["background_words"] == [] and summary["other_below"] is None
+    three = probs[:, :3] / probs[:, :3].sum(1, keepdim=True)   # a softmax over three classes
+    np.testing.assert_array_equal(cloud.fields["class_id"], three.argmax(1).numpy())
+    np.testing.assert_allclose(cloud.fields["score"], three.max(1).values.numpy(), rtol=1e-5)
 
 
 @pytest.mark.parametrize("extra", [["--no-2d"], ["--virtual-views", "2"]])

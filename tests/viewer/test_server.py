@@ -47,7 +47,10 @@ def test_round_trip_query_changes_colours_and_stop_frees_port(room_ply, micro_ck
         seg = np.asarray(cloud.colors).copy()
         np.testing.assert_array_equal(seg, state.colors())
         assert server.mode.value == MODE_LABELS["fused"]
-        assert "floor" in server.legend.content and "wall" in server.legend.content
+        # the view's default: background words it does not name make "other"
+        assert state.names == ["floor", "wall", "table", "other"]
+        shown = [name for name, _, _ in state.legend().entries]
+        assert shown and all(f"{name} <span" in server.legend.content for name in shown)
         server.query.value = ""
         server._on_query()
         assert "Type a query" in server.query_msg.content

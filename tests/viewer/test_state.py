@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from xmask3d.apps.common import load_scan
-from xmask3d.apps.render import class_palette
+from xmask3d.apps.other import BACKGROUND_WORDS, DEFAULT_OTHER_BELOW, OTHER
+from xmask3d.apps.render import OTHER_COLOR, class_palette
 from xmask3d.cli import main
 from xmask3d.data.ply import read_ply
 from xmask3d.errors import ConfigError, DataError
-from xmask3d.viewer.features import compute_point_features, make_vocabulary
+from xmask3d.viewer.features import (
+    compute_point_features,
+    encode_negatives,
+    encode_query,
+    make_vocabulary,
+)
 from xmask3d.viewer.state import ModelScorer, ViewState, load_segment_result
 
 from .conftest import view_args
@@ -47,7 +54,10 @@ def test_input_colours_before_any_segmentation(state, scorer):
 def test_segment_colours_legend_and_modes(state):
     state.segment("floor, wall|partition, table")
     assert state.mode == "fused" and state.available_modes() == ["input", "fused", "3d", "2d"]
-    palette = class_palette(3)
+    # the background words the list does not name make "other" (grey, last)
+    assert state.names == ["floor", "wall|partition", "table", OTHER]
+    palette = class_palette(4)
+    palette[-1] = OTHER_COLOR
     for mode in ("fused", "3d", "2d"):
         state.set_mode(mode)
         labels = state.labels[mode]
@@ -58,11 +68,44 @@ def test_segment_colours_legend_and_modes(state):
             n: int((labels == i).sum()) for i, n in enumerate(state.names) if (labels == i).any()}
         assert all(rgb == tuple(int(v) for v in palette[state.names.index(n)])
                    for n, rgb, _ in legend)
-    assert "wall|partition" in state.legend().html()
+        html = state.legend().html()
+        assert all(f"{name} <span" in html for name, _, _ in legend)
     state.set_mode("input")
     np.testing.assert_array_equal(state.colors(), state.input_colors)
     with pytest.raises(ConfigError, match="colour mode"):
         state.set_mode("rainbow")
+
+
+def test_segment_labels_background_word_points_other_as_segment_does(state, scorer):
+    scene, sc = scorer
+    state.segment("floor, table")
+    assert state.names == ["floor", "table", OTHER]
+    words = ["floor", "table", *[w for w in BACKGROUND_WORDS if w != "floor"]]
+    for mode in ("fused", "3d", "2d"):
+        probs = sc.features.probabilities(make_vocabulary(sc.lm, words), mode)
+        np.testing.assert_array_equal(state.labels[mode], np.where(
+            probs.max(1) < DEFAULT_OTHER_BELOW, 2, np.minimum(probs.argmax(1), 2)))
+    # without the background words (`view --no-other`): every point takes one of the words
+    plain = ViewState(scene.points, scene.colors, ModelScorer(sc.features, sc.lm, other=False))
+    plain.segment("floor, table")
+    assert plain.names == ["floor", "table"]
+    probs = sc.features.probabilities(make_vocabulary(sc.lm, ["floor", "table"]), "fused")
+    np.testing.assert_array_equal(plain.labels["fused"], probs.argmax(1))
+
+
+def test_query_is_relative_to_the_background_words_it_does_not_name(state, scorer):
+    _, sc = scorer
+    state.query("the floor")
+    words = [w for w in BACKGROUND_WORDS if w != "floor"]
+    negatives = encode_negatives(sc.lm)
+    expected = sc.features.relevance(
+        encode_query(sc.lm, "the floor"),
+        torch.cat([negatives, encode_negatives(sc.lm, words)]))
+    np.testing.assert_allclose(state.query_rel, expected, rtol=1e-4, atol=1e-5)
+    plain = ModelScorer(sc.features, sc.lm, other=False).relevance("the floor")
+    np.testing.assert_allclose(plain, sc.features.relevance(encode_query(sc.lm, "the floor"),
+                                                            negatives), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(plain, state.query_rel)
 
 
 def test_segment_refuses_bad_class_lists(state):

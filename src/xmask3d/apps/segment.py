@@ -12,6 +12,7 @@ import argparse
 import logging
 import math
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,14 @@ from xmask3d.apps.common import (
     parse_names,
     write_json,
 )
+from xmask3d.apps.other import (
+    DEFAULT_OTHER_BELOW,
+    OTHER,
+    OtherPolicy,
+    add_other_arguments,
+    assign_labels,
+    other_policy,
+)
 from xmask3d.errors import ConfigError
 from xmask3d.vocabulary import display_names
 
@@ -41,18 +50,20 @@ if TYPE_CHECKING:
     from xmask3d.data.scene import Scene, View
     from xmask3d.models.outputs import XMask3DOutput
 
-__all__ = ["add_parser", "assign_labels", "class_summary", "point_probabilities", "run",
-           "view_probabilities"]
+__all__ = ["OTHER", "add_parser", "assign_labels", "class_summary", "point_probabilities",
+           "run", "score_classes", "view_probabilities"]
 
 logger = logging.getLogger(__name__)
 
-OTHER = "other"
-LABEL_CHUNK = 1 << 20        # points per pass of assign_labels (bounds its temporaries)
-
-_EPILOG = """examples:
+_EPILOG = f"""examples:
   xmask3d segment room.ply --classes "chair, sofa|couch, lamp, floor, wall" --out seg
   xmask3d segment scene.pth --classes "bed, desk" --views frames/ --ckpt best.pt --out seg
   xmask3d segment big.ply --classes "table, chair" --no-2d --other-below 0.3 --out seg
+  xmask3d segment room.ply --classes "chair, sofa" --no-other --out seg   # every point a word
+
+Points whose best word is one of the hidden background words (wall, floor, ceiling, door,
+window; those you name stay classes), or whose best probability is below
+{DEFAULT_OTHER_BELOW} (--other-below), are labelled "other"; --no-other turns both off.
 """
 
 
@@ -67,8 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base-classes", default=None,
                    help="those of --classes the checkpoint was trained on; enables the "
                         "binary head's base/novel gating (default: no gating)")
-    p.add_argument("--other-below", type=float, default=None, metavar="P",
-                   help=f"label '{OTHER}' where the best mean probability is below P")
+    add_other_arguments(p, "segment")
     p.add_argument("--out", required=True, help="output folder")
     add_scan_arguments(p)
     p.set_defaults(func=run)
@@ -101,26 +111,6 @@ def point_probabilities(feats: Tensor, binary: Tensor, scale: Tensor, *, class_e
     return log_p.exp()
 
 
-def assign_labels(probs: np.ndarray, *, other_below: float | None = None,
-                  chunk: int = LABEL_CHUNK) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) int32 class ids (``C`` = "other" where the best probability < ``other_below``)
-    and (N,) float32 best probability, from (N, C) mean probabilities.
-
-    Works through ``chunk`` points at a time, so its temporaries stay small for any N.
-    """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    n = len(probs)
-    labels, score = np.empty(n, np.int32), np.empty(n, np.float32)
-    for lo in range(0, n, chunk):
-        part = probs[lo:lo + chunk]
-        labels[lo:lo + chunk] = part.argmax(axis=1)
-        score[lo:lo + chunk] = part.max(axis=1)
-    if other_below is not None:
-        labels[score < other_below] = probs.shape[1]
-    return labels, score
-
-
 def class_summary(names: list[str], counts: np.ndarray) -> str:
     """The per-class table ``segment`` prints: class, points and share, most points first."""
     total = max(int(counts.sum()), 1)
@@ -132,12 +122,12 @@ def class_summary(names: list[str], counts: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def _vocabulary(args: argparse.Namespace) -> tuple[list[str], list[str], list[str]]:
-    """The class entries, those of the base classes, and the display name of each class."""
+def _vocabulary(args: argparse.Namespace
+                ) -> tuple[list[str], list[str], list[str], OtherPolicy]:
+    """The class entries, those of the base classes, the display name of each class and how
+    points that match none of them become "other"."""
     classes = parse_names(args.classes, what="--classes")
     shown = display_names(classes)
-    if OTHER in shown and args.other_below is not None:
-        raise ConfigError(f"--classes: '{OTHER}' is reserved for --other-below")
     repeated = sorted({n for n in shown if shown.count(n) > 1})
     if repeated:
         raise ConfigError(f"--classes: two classes are shown as {', '.join(repeated)} (the "
@@ -147,24 +137,28 @@ def _vocabulary(args: argparse.Namespace) -> tuple[list[str], list[str], list[st
     unknown = [b for b in base if b not in classes]
     if unknown:
         raise ConfigError(f"--base-classes: {', '.join(unknown)} not in --classes")
-    if args.other_below is not None and not 0.0 < args.other_below < 1.0:
-        raise ConfigError(f"--other-below must lie in (0, 1), got {args.other_below}")
-    return classes, base, shown
+    policy = other_policy(classes, no_other=args.no_other, other_below=args.other_below)
+    return classes, base, shown, policy
 
 
-def _score(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[View],
-           source: str, classes: list[str], base: list[str]) -> ScanScores:
-    """Mean per-point class probabilities on the path the arguments ask for."""
+def score_classes(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[View],
+                  source: str, classes: list[str], base: list[str],
+                  background: Sequence[str] = ()) -> ScanScores:
+    """Mean per-point probabilities of ``classes`` then ``background`` (one softmax over all of
+    them) on the path the arguments ask for. With base classes (gating) the background words
+    count as base classes: wall, floor, door and window are labelled in every indoor training
+    set."""
     from dataclasses import replace
 
     import torch
 
     from xmask3d.apps.common import score_scan
 
-    embeds = lm.text.class_embeddings(classes)
+    words = [*classes, *background]
+    embeds = lm.text.class_embeddings(words)
     gating = bool(base)
-    is_novel = (torch.tensor([c not in base for c in classes]) if gating
-                else torch.ones(len(classes), dtype=torch.bool))
+    is_novel = (torch.tensor([c not in base for c in classes] + [False] * len(background))
+                if gating else torch.ones(len(words), dtype=torch.bool))
     fusion = replace(lm.cfg.fusion, gating=gating)
     return score_scan(
         args, lm, scene, views, views_source=source, class_embeds=embeds,
@@ -172,7 +166,7 @@ def _score(args: argparse.Namespace, lm: LoadedModel, scene: Scene, views: list[
                         fusion_cfg=fusion, use_clip=lm.cfg.eval.clip_ensemble),
         point_fn=partial(point_probabilities, class_embeds=embeds, is_novel_class=is_novel,
                          fusion_cfg=fusion),
-        width=len(classes), is_novel_class=is_novel if gating else None)
+        width=len(words), is_novel_class=is_novel if gating else None)
 
 
 def _write_outputs(out: Path, scene: Scene, labels: np.ndarray, score: np.ndarray,
@@ -199,25 +193,27 @@ def _write_outputs(out: Path, scene: Scene, labels: np.ndarray, score: np.ndarra
 def run(args: argparse.Namespace) -> int:
     """Segment the scan; write ``segmentation.ply``, ``segmentation.png``, ``segment.json``."""
     start, memory = time.perf_counter(), CommandMemory()
-    classes, base, shown = _vocabulary(args)
-    scene, views, source, lm = open_inputs(args, width=len(classes))
-    result = _score(args, lm, scene, views, source, classes, base)
-    labels, score = assign_labels(result.scores, other_below=args.other_below)
-    names = shown + ([OTHER] if args.other_below is not None else [])
+    classes, base, shown, policy = _vocabulary(args)
+    scene, views, source, lm = open_inputs(args, width=len(classes) + len(policy.background))
+    result = score_classes(args, lm, scene, views, source, classes, base, policy.background)
+    labels, score = assign_labels(result.scores, num_classes=len(classes),
+                                  other_below=policy.other_below)
+    names = shown + ([OTHER] if policy.has_other else [])
     outputs, counts = _write_outputs(Path(args.out), scene, labels, score, names,
                                      f"{Path(args.scan).name}: {result.path}",
-                                     has_other=args.other_below is not None,
-                                     upright=result.points)
+                                     has_other=policy.has_other, upright=result.points)
     kind = "3D" if result.path == PATH_3D else "fused 3D-2D"
     summary = {
         "scan": str(args.scan), "num_points": scene.num_points, "classes": names,
-        "class_entries": classes + ([OTHER] if args.other_below is not None else []),
+        "class_entries": classes + ([OTHER] if policy.has_other else []),
         "point_counts": {n: int(c) for n, c in zip(names, counts, strict=True)},
         "mean_score": {n: float(score[labels == i].mean()) if counts[i] else None
                        for i, n in enumerate(names)},
         **result.to_dict(),
-        "score": f"mean over views of the softmax probability of the {kind} prediction",
-        "gating": bool(base), "base_classes": base, "other_below": args.other_below,
+        "score": f"mean over views of the softmax probability of the {kind} prediction"
+                 + (" over the classes and the background words" if policy.background else ""),
+        **policy.to_dict(),
+        "gating": bool(base), "base_classes": base,
         "checkpoint": str(lm.checkpoint), "checkpoint_step": lm.step, "outputs": outputs,
         "seconds": round(time.perf_counter() - start, 2), **memory.to_dict(),
     }

@@ -41,6 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``view``."""
     # light: numpy and the readers
     from xmask3d.apps.common import add_model_arguments
+    from xmask3d.apps.other import add_other_arguments
 
     p = subparsers.add_parser(
         "view", help="browser viewer: segment a scan with your words and query it live",
@@ -50,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help='initial class list, synonyms with "|" (editable on the page)')
     p.add_argument("--base-classes", default="",
                    help="those of the classes the checkpoint was trained on (base/novel gate)")
+    add_other_arguments(p, "view")
     add_model_arguments(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only)")
@@ -128,16 +130,21 @@ def _first_run(args, lm, scene, state, server, names, base, frame) -> None:
     """Compute the point features (progress on the page), then segment with the classes."""
     import time
 
+    from xmask3d.apps.other import background_words
     from xmask3d.errors import XMask3DError
     from xmask3d.viewer.features import compute_point_features, make_vocabulary
     from xmask3d.viewer.state import ModelScorer
 
+    # the 2D masks are chosen with the words `segment` would score: the classes and the
+    # background words they do not name
+    hidden = list(background_words(names, enabled=not getattr(args, "no_other", False)))
+    vocab = make_vocabulary(lm, [*names, *hidden], [*base, *hidden] if base else [])
     start = time.perf_counter()
     try:
         server.report(0, 1, "starting")
-        feats = compute_point_features(args, lm, scene, make_vocabulary(lm, names, base),
-                                       report=server.report, frame=frame)
-        state.set_scorer(ModelScorer(feats, lm))
+        feats = compute_point_features(args, lm, scene, vocab, report=server.report,
+                                       frame=frame)
+        state.set_scorer(ModelScorer(feats, lm, other=not getattr(args, "no_other", False)))
         state.segment(", ".join(names), ", ".join(base))
         server.refresh()
         server.finish_progress(f"ready: point features of {scene.num_points:,} points "

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from xmask3d.apps.common import parse_names
+from xmask3d.apps.other import OTHER, assign_labels, background_for_query, other_policy
 from xmask3d.apps.render import OTHER_COLOR, class_palette, heat_colors
-from xmask3d.apps.segment import OTHER, assign_labels
 from xmask3d.data.ply import read_ply, write_ply
 from xmask3d.errors import ConfigError, DataError
 
@@ -55,16 +55,21 @@ class ModelScorer:
     Args:
         features: a :class:`~xmask3d.viewer.features.PointFeatures`.
         lm: the loaded model (its text encoder embeds class lists and queries).
+        other: score the background words of :mod:`xmask3d.apps.other` too (class lists:
+            points that pick one, or whose best probability is below the default cut, are
+            "other"; queries: compared with them), as ``segment`` and ``query`` do by default;
+            ``False`` is ``--no-other``.
     """
 
     has_model = True
 
-    def __init__(self, features, lm) -> None:
+    def __init__(self, features, lm, *, other: bool = True) -> None:
         from xmask3d.viewer.features import encode_negatives
 
-        self.features, self.lm = features, lm
+        self.features, self.lm, self.other = features, lm, other
         self.negatives = encode_negatives(lm)
         self.vocab = None
+        self._background: dict[str, object] = {}      # background word -> embedding
 
     def set_classes(self, names: list[str], base: list[str]) -> None:
         from xmask3d.viewer.features import make_vocabulary
@@ -75,9 +80,19 @@ class ModelScorer:
         return self.features.probabilities(self.vocab, mode)
 
     def relevance(self, text: str) -> np.ndarray:
-        from xmask3d.viewer.features import encode_query
+        """LERF relevance against the generic phrases and the background words ``text`` does
+        not contain (see :func:`xmask3d.apps.query.query_negatives`)."""
+        import torch
 
-        return self.features.relevance(encode_query(self.lm, text), self.negatives)
+        from xmask3d.viewer.features import encode_negatives, encode_query
+
+        words = background_for_query(text, enabled=self.other)
+        missing = [w for w in words if w not in self._background]
+        if missing:
+            self._background.update(zip(missing, encode_negatives(self.lm, missing),
+                                        strict=True))
+        negatives = torch.cat([self.negatives, *[self._background[w][None] for w in words]])
+        return self.features.relevance(encode_query(self.lm, text), negatives)
 
     def inspect(self, index: int, k: int = 5) -> dict:
         """Top-``k`` classes of one point for each prediction, and the base/novel gate."""
@@ -216,13 +231,19 @@ class ViewState:
             raise ConfigError("the point features are still being computed; try again when done")
         if not self.scorer.has_model:
             raise ConfigError("no model loaded: this view shows a saved segmentation")
+        policy = other_policy(names, no_other=not self.scorer.other)
+        background = list(policy.background)
         start = time.perf_counter()
         with self.lock:
-            self.scorer.set_classes(names, base_names)
-            self.labels = {m: assign_labels(self.scorer.probabilities(m))[0]
+            # background words count as base classes under the gate, as in `segment`
+            self.scorer.set_classes([*names, *background],
+                                    [*base_names, *background] if base_names else [])
+            self.labels = {m: assign_labels(self.scorer.probabilities(m),
+                                            num_classes=len(names),
+                                            other_below=policy.other_below)[0]
                            for m in ("fused", "3d", "2d")}
-            self.names = names
-            self._set_palette(len(names), has_other=False)
+            self.names = names + ([OTHER] if policy.has_other else [])
+            self._set_palette(len(self.names), has_other=policy.has_other)
             if self.mode in ("input", "query"):
                 self.mode = "fused"
         return f"{len(names)} classes in {time.perf_counter() - start:.2f} s"
