@@ -37,6 +37,10 @@ def _speed(results: Path, runs: Path) -> None:
              "--density", "2400", "--no-progress"])
     tiny = json.loads(subprocess.check_output([*py, "tiny", "--source", "synth", "--root",
                                                str(data)]).decode().splitlines()[-1])
+    bench_data = ensure_data(runs / "bench_data", Protocol())
+    step = json.loads(subprocess.check_output(
+        [sys.executable, "-m", "benchmarks.train_step", "--data", str(bench_data)]
+    ).decode().splitlines()[-1])
     full = json.loads(subprocess.check_output([*py, "full", "--source", "synth", "--root",
                                                str(data)]).decode().splitlines()[-1])
     cfg = load_config("tiny/scannet_b15n4")
@@ -48,7 +52,7 @@ def _speed(results: Path, runs: Path) -> None:
         ckpt = default_checkpoint()
     curve = segment_curve(str(ckpt), data, "synth_0001_00", runs / "segment_curve") \
         if ckpt.is_file() else []
-    merge_results(results, "speed", {"tiny_view": tiny, "full_view": full,
+    merge_results(results, "speed", {"tiny_view": tiny, "train_step": step, "full_view": full,
                                      "backends": backends, "segment_curve": curve})
 
 

@@ -207,6 +207,18 @@ def speed_tables(sp: dict, img_dir: Path | None) -> list[str]:
                   f"| forward + backward (all losses) | {t['forward_backward']['median_s']:.2f} | "
                   f"{t['forward_backward']['min_s']:.2f} | |", "",
                   f"Peak resident memory of that process: {t['peak_rss_mb']:.0f} MiB.", ""]
+    st = sp.get("train_step")
+    if st:
+        lines += ["Training steps as a run of the bench protocol takes them (`python -m "
+                  f"benchmarks.train_step`): batches of {st['views_per_step']:.0f} views from the "
+                  f"bench data ({st['points_per_step']:,.0f} points, {st['voxels_per_step']:,.0f} "
+                  f"voxels per step), forward + every loss + backward + AdamW, {st['steps']} "
+                  f"timed steps, {st['cpu_threads']} threads, data loading excluded.", "",
+                  "| measure | median | min | target |", "|---|---|---|---|",
+                  f"| seconds per view | {st['view_s_median']:.3f} | {st['view_s_min']:.3f} | "
+                  f"≤ 0.3 s: **{'met' if st['view_s_median'] <= 0.3 else 'missed'}** |",
+                  f"| seconds per step | {st['step_s_median']:.2f} | {st['step_s_min']:.2f} | |",
+                  ""]
     f = sp.get("full_view")
     if f:
         lines += [f"Full-size model ({f['config']}), one forward of one {f['image_hw'][0]}x"
