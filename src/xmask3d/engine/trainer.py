@@ -39,8 +39,9 @@ from xmask3d.engine.optim import build_optimizer, build_scheduler, trainable_par
 from xmask3d.engine.run_log import RunLog
 from xmask3d.engine.sampler import EpochBatchSampler
 from xmask3d.errors import XMask3DError
-from xmask3d.losses.criterion import LossWeights, compute_losses
+from xmask3d.losses.criterion import LossWeights, compute_losses, needs_region_text
 from xmask3d.losses.matcher import HungarianMatcher
+from xmask3d.losses.region_contrast import region_text_embeddings
 from xmask3d.models.build import build_matcher, build_model, build_text, loss_weights
 from xmask3d.models.text.classifier import TextClassifier
 
@@ -246,12 +247,14 @@ def train_step(run: TrainRun, batch: ViewBatch) -> tuple[dict[str, float], float
     cfg, st = run.cfg, run.state
     captions = (caption_embeddings(run.text, batch.captions, run.info.device)
                 if _needs_captions(run.weights, cfg) else None)
+    regions = (region_text_embeddings(run.text, batch.region_captions, run.info.device)
+               if needs_region_text(run.weights) else None)
     with run.autocast:
         out = run.net(batch, run.class_embeds, caption_embeds=captions)
         losses = compute_losses(out, batch, weights=run.weights, matcher=run.matcher,
                                 caption_embeds=captions,
                                 alignment_on=st.epoch >= cfg.loss.alignment_start_epoch,
-                                generator=run.loss_gen)
+                                generator=run.loss_gen, region_text=regions)
     check_finite(losses, step=st.step + 1, epoch=st.epoch)
     total = torch.stack([v.float() for v in losses.values()]).sum()
     run.optimizer.zero_grad(set_to_none=True)
