@@ -105,7 +105,7 @@ def test_per_voxel_dedup_equals_the_per_point_mean() -> None:
     feats = voxel_feats[point2voxel]
     rep, count = dedup_per_voxel(point2voxel, target)
     assert len(rep) < (target >= 0).sum() and count.sum().item() == (target >= 0).sum().item()
-    pairs = {(int(v), int(t)) for v, t in zip(point2voxel[rep], target[rep])}
+    pairs = {(int(v), int(t)) for v, t in zip(point2voxel[rep], target[rep], strict=True)}
     assert len(pairs) == len(rep)                   # one entry per distinct (voxel, phrase)
     fast = region_contrast(feats[rep], target[rep], phrases, scale=5.0, weights=count)
     slow = region_contrast(feats, target, phrases, scale=5.0)

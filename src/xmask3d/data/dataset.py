@@ -415,7 +415,7 @@ def collate_views(samples: list[ViewSample]) -> ViewBatch:
         roffsets = np.cumsum([0] + [len(s.region_captions) for s in samples[:-1]])
         point_region = _cat([np.full(len(s.points), -1, np.int64) if s.region_index is None
                              else np.where(s.region_index >= 0, s.region_index + o, -1)
-                             for s, o in zip(samples, roffsets)]).long()
+                             for s, o in zip(samples, roffsets, strict=True)]).long()
     labels_2d = None
     if any(s.labels_2d is not None for s in samples):
         labels_2d = torch.from_numpy(np.stack([

@@ -92,7 +92,7 @@ def _boxes(inst_image: np.ndarray, min_pixels: int) -> dict[int, tuple[int, int,
     """``instance -> (x0, y0, x1, y1, area)`` of every instance with >= ``min_pixels`` pixels."""
     ids, area = np.unique(inst_image[inst_image > 0], return_counts=True)
     out = {}
-    for i, a in zip(ids.tolist(), area.tolist()):
+    for i, a in zip(ids.tolist(), area.tolist(), strict=True):
         if a < min_pixels:
             continue
         rows, cols = np.nonzero(inst_image == i)
@@ -131,12 +131,12 @@ def _describe(names: list[str], colors: list[str | None], rng: np.random.Generat
     if len(set(names)) == 1:
         color = colors[0] if len(names) == 1 else None
         return _phrase(names[0], len(names), color, rng)
-    return " and ".join(_phrase(n, 1, c, rng) for n, c in zip(names, colors))
+    return " and ".join(_phrase(n, 1, c, rng) for n, c in zip(names, colors, strict=True))
 
 
 def make_regions(inst_image: np.ndarray, inst_name: dict[int, str], inst_color: dict[int, str],
                  room_type: str, rng: np.random.Generator,
-                 noise: RegionNoise = RegionNoise()) -> list[SynthRegion]:
+                 noise: RegionNoise | None = None) -> list[SynthRegion]:
     """Regions of one view.
 
     Args:
@@ -145,11 +145,12 @@ def make_regions(inst_image: np.ndarray, inst_name: dict[int, str], inst_color: 
         inst_color: colour name of every instance's main body.
         room_type: the scene's room type (what a captioner may hallucinate).
         rng: the generator of the regions (its own stream: view captions do not change).
-        noise: error rates.
+        noise: error rates (default :class:`RegionNoise`).
 
     Returns:
         The regions, largest box first.
     """
+    noise = noise or RegionNoise()
     hw = (int(inst_image.shape[0]), int(inst_image.shape[1]))
     boxes = _boxes(inst_image, max(int(noise.min_area * hw[0] * hw[1]), 1))
     objects = [i for i in sorted(boxes) if inst_name.get(i, "") not in NOT_CAPTIONED
@@ -178,7 +179,7 @@ def make_regions(inst_image: np.ndarray, inst_name: dict[int, str], inst_color: 
             if len(group) > 1 and inst_name[group[1]] == inst_name[group[0]]:
                 names[1] = names[0]            # "two stools" instead of "two chairs"
         colors = [inst_color.get(i) if n in COLORED and rng.random() < 0.5 else None
-                  for i, n in zip(group, names)]
+                  for i, n in zip(group, names, strict=True)]
         union = tuple(f(boxes[i][k] for i in group) for k, f in enumerate((min, min, max, max)))
         box = _loosen(union, hw, rng, noise.loosen)
         out.append(SynthRegion(Region(box, _describe(names, colors, rng)), tuple(group),

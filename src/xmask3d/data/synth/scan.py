@@ -148,7 +148,7 @@ def sample_surface(room: Room, density: float,
 
 def generate_scan(index: int, *, seed: int, n_views: int, density: float,
                   point_noise: float = 0.005, color_noise: float = 0.012,
-                  region_noise: RegionNoise = RegionNoise()) -> SynthScan:
+                  region_noise: RegionNoise | None = None) -> SynthScan:
     """Generate scene ``index`` of the dataset with master seed ``seed``.
 
     Args:
@@ -158,7 +158,7 @@ def generate_scan(index: int, *, seed: int, n_views: int, density: float,
         density: surface samples per square metre.
         point_noise: standard deviation of the point position noise, metres.
         color_noise: standard deviation of the point colour noise (fraction of full scale).
-        region_noise: error rates of the region captions.
+        region_noise: error rates of the region captions (default :class:`RegionNoise`).
     """
     room_ss, point_ss, cam_ss, view_ss, cap_ss, region_ss = _streams(index, seed)
     room = build_room(room_type_of(index), np.random.default_rng(room_ss))
