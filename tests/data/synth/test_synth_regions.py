@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from xmask3d.data.processed import ProcessedLayout
+from xmask3d.data.projection import resize_view
+from xmask3d.data.regions import Region
 from xmask3d.data.synth.captions import SYNONYMS, _plural
 from xmask3d.data.synth.cli import add_parser
 from xmask3d.data.synth.regions import RegionNoise, make_regions
-from xmask3d.errors import ConfigError
+from xmask3d.errors import ConfigError, DataError
 
 KINDS = ["chair", "sofa", "desk", "bookshelf", "toilet", "lamp", "bed", "table"]
 
@@ -125,3 +127,17 @@ def test_cli_region_noise_options(tmp_path) -> None:
                               "--region-hallucinate", "2"])
     with pytest.raises(ConfigError, match="--region-hallucinate"):
         args.func(args)
+
+
+def test_layout_checks_boxes_and_resizing_scales_them(tiny_root, tmp_path) -> None:
+    layout = ProcessedLayout(tiny_root)
+    scene = layout.scene_names("train")[0]
+    frame = layout.frame_names(scene)[0]
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({scene: {frame: [{"box": [32, 24, 64, 48], "caption": "a lamp"}]}}))
+    view = ProcessedLayout(tiny_root, region_captions_file=path).load_view(scene, frame)
+    assert view.regions == [Region((32.0, 24.0, 64.0, 48.0), "a lamp")]
+    assert resize_view(view, (120, 160)).regions == [Region((16.0, 12.0, 32.0, 24.0), "a lamp")]
+    path.write_text(json.dumps({scene: {frame: [{"box": [0, 0, 400, 10], "caption": "a lamp"}]}}))
+    with pytest.raises(DataError, match=r"mine\.json: .* region 0: box .* out of range"):
+        ProcessedLayout(tiny_root, region_captions_file=path).load_view(scene, frame)
