@@ -28,7 +28,7 @@ from xmask3d.config import load_config
 from xmask3d.data.regions import read_region_captions
 from xmask3d.engine import distributed as D
 from xmask3d.engine.trainer import build_run, train_step
-from xmask3d.losses.criterion import _region_losses
+from xmask3d.losses.criterion import region_loss_terms
 from xmask3d.losses.region_contrast import region_text_embeddings
 
 
@@ -68,7 +68,7 @@ def measure(config: str, root: str, *, batches: int, repeats: int, overrides: li
             setattr(out, name, getattr(out, name).detach().requires_grad_())
         t = time.perf_counter()
         regions = region_text_embeddings(run.text, batch.region_captions, run.info.device)
-        sum(_region_losses(out, batch, on, regions, run.loss_gen).values()).backward()
+        sum(region_loss_terms(out, batch, on, regions, run.loss_gen).values()).backward()
         return time.perf_counter() - t
 
     for batch in data:                                   # warm-up: allocator, caches

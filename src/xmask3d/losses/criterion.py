@@ -22,7 +22,7 @@ from xmask3d.losses.point_losses import binary_loss, point_cross_entropy
 from xmask3d.losses.region_contrast import RegionText, dedup_per_voxel, region_contrast
 from xmask3d.models.outputs import XMask3DOutput
 
-__all__ = ["LossWeights", "compute_losses", "needs_region_text"]
+__all__ = ["LossWeights", "compute_losses", "needs_region_text", "region_loss_terms"]
 
 
 @dataclass
@@ -143,13 +143,15 @@ def needs_region_text(weights: LossWeights) -> bool:
     return (weights.region_3d, weights.region_2d, weights.region_fused) != (0, 0, 0)
 
 
-def _region_losses(
+def region_loss_terms(
     outputs: XMask3DOutput,
     batch: ViewBatch,
     weights: LossWeights,
     regions: RegionText,
     generator: torch.Generator | None,
 ) -> dict[str, Tensor]:
+    """The weighted region-caption terms ``loss_region_{3d,fused,2d}`` (those with weight != 0);
+    none when the batch has no ``point_region``."""
     device = outputs.point_feats_3d.device
     if batch.point_region is None:
         return {}
@@ -234,7 +236,7 @@ def compute_losses(
     if caption_embeds is not None:
         losses.update(_caption_losses(outputs, batch, weights, caption_embeds))
     if region_text is not None:
-        losses.update(_region_losses(outputs, batch, weights, region_text, generator))
+        losses.update(region_loss_terms(outputs, batch, weights, region_text, generator))
     if alignment_on and weights.mask_alignment != 0:
         losses["loss_mask_alignment"] = weights.mask_alignment * mask_region_alignment(
             outputs.point_feats_3d,
