@@ -13,6 +13,7 @@ from xmask3d.data.regions import (
     associate_regions,
     check_region_boxes,
     read_region_captions,
+    region_phrases,
     scale_regions,
     write_region_captions,
 )
@@ -100,3 +101,14 @@ def test_association_prefers_the_smallest_box_whatever_the_order() -> None:
     rc = np.array([[3, 3], [5, 5]])
     got = associate_regions(rc, np.array([2.0, 2.0]), regions, focal=10.0)
     assert got.tolist() == [0, 1]
+
+
+def test_region_phrases_of_some_scenes(tmp_path) -> None:
+    write_region_captions(tmp_path, {
+        "a": {"0": [Region((0, 0, 1, 1), "a sofa"), Region((0, 0, 2, 2), "a lamp")],
+              "20": [Region((0, 0, 1, 1), "a sofa")]},
+        "b": {"0": [Region((0, 0, 1, 1), "a desk")]}})
+    path = tmp_path / "region_captions.json"
+    assert region_phrases(path, ["a"]) == ["a lamp", "a sofa"]
+    assert region_phrases(path, ["a", "b", "c"]) == ["a desk", "a lamp", "a sofa"]
+    assert region_phrases(tmp_path / "missing.json", ["a"]) == []

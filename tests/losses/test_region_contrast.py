@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from xmask3d.losses.region_contrast import (
     dedup_per_voxel,
+    prime_phrase_cache,
     region_contrast,
     region_text_embeddings,
     unique_phrases,
@@ -135,3 +136,14 @@ def test_second_epoch_calls_the_encoder_zero_times() -> None:
     assert enc.calls == []
     assert torch.equal(again[0].embeds[0], enc.encode(["a grey couch"])[0])
     assert region_text_embeddings(text, [], torch.device("cpu")) is None
+
+
+def test_priming_encodes_a_dataset_in_batches_and_steps_then_hit_the_cache() -> None:
+    enc = CountingEncoder()
+    text = TextClassifier(enc, templates=False)
+    phrases = sorted({f"a phrase {i}" for i in range(70)})
+    prime_phrase_cache(text, phrases, chunk=32)
+    assert [len(call) for call in enc.calls] == [32, 32, 6]
+    enc.calls.clear()
+    region_text_embeddings(text, phrases[:5] + phrases[-3:], torch.device("cpu"))
+    assert enc.calls == []

@@ -40,7 +40,7 @@ import numpy as np
 from xmask3d.errors import DataError
 
 __all__ = ["REGION_CAPTIONS_FILE", "Region", "associate_regions", "check_region_boxes",
-           "read_region_captions", "scale_regions", "write_region_captions"]
+           "read_region_captions", "region_phrases", "scale_regions", "write_region_captions"]
 
 REGION_CAPTIONS_FILE = "region_captions.json"
 
@@ -127,6 +127,13 @@ def write_region_captions(root: str | Path,
             str(f): [{"box": [round(float(v), 2) for v in r.box], "caption": r.caption}
                      for r in rs] for f, rs in frames.items()})
     atomic_write(path, lambda t: Path(t).write_text(json.dumps(merged, sort_keys=True)))
+
+
+def region_phrases(path: str | Path, scenes: list[str]) -> list[str]:
+    """The distinct region phrases of ``scenes`` in a region caption file, sorted."""
+    data = read_region_captions(path)
+    return sorted({r.caption for s in scenes for regions in data.get(s, {}).values()
+                   for r in regions})
 
 
 def check_region_boxes(regions: list[Region], hw: tuple[int, int], path: Path,

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from xmask3d.config import XMask3DConfig, save_config
 from xmask3d.data.batch import ViewBatch
 from xmask3d.data.dataset import ViewDataset, collate_views
+from xmask3d.data.regions import region_phrases
 from xmask3d.engine import distributed as D
 from xmask3d.engine.checkpoint import capture_rng_state
 from xmask3d.engine.data import (
@@ -41,7 +42,7 @@ from xmask3d.engine.sampler import EpochBatchSampler
 from xmask3d.errors import XMask3DError
 from xmask3d.losses.criterion import LossWeights, compute_losses, needs_region_text
 from xmask3d.losses.matcher import HungarianMatcher
-from xmask3d.losses.region_contrast import region_text_embeddings
+from xmask3d.losses.region_contrast import prime_phrase_cache, region_text_embeddings
 from xmask3d.models.build import build_matcher, build_model, build_text, loss_weights
 from xmask3d.models.text.classifier import TextClassifier
 
@@ -206,6 +207,8 @@ def build_run(cfg: XMask3DConfig, info: D.DistInfo) -> TrainRun:
         net = DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
             find_unused_parameters=True)
+    if needs_region_text(loss_weights(cfg)):     # every region phrase encoded once, up front
+        prime_phrase_cache(text, region_phrases(layout.region_captions_file, train_scenes))
     logger.info("train: %d scenes (%d items/epoch), selection: %d held-out scenes, %d steps "
                 "(%d per epoch), %.2f M trainable parameters", len(train_scenes), len(train_set),
                 len(held_out), total_steps(cfg, len(sampler)), len(sampler),

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["RegionText", "dedup_per_voxel", "region_contrast", "region_text_embeddings",
-           "unique_phrases"]
+__all__ = ["RegionText", "dedup_per_voxel", "prime_phrase_cache", "region_contrast",
+           "region_text_embeddings", "unique_phrases"]
 
 
 @dataclass
@@ -67,6 +67,17 @@ def region_text_embeddings(text, captions: list[str], device: torch.device) -> R
     for phrase in phrases:
         text.encode_captions([phrase])                   # no-op for cached phrases
     return RegionText(text.encode_captions(phrases).to(device), index.to(device))
+
+
+def prime_phrase_cache(text, phrases: list[str], *, chunk: int = 64) -> None:
+    """Encode a dataset's phrases once, before training, in batches of ``chunk``.
+
+    Batched encoding is an order of magnitude faster than one phrase at a time. The batches
+    depend only on ``phrases`` (pass them sorted), so a resumed run gets bit-identical
+    embeddings; :func:`region_text_embeddings` then finds every phrase in the cache.
+    """
+    for start in range(0, len(phrases), chunk):
+        text.encode_captions(phrases[start:start + chunk])
 
 
 def dedup_per_voxel(point2voxel: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
