@@ -28,6 +28,9 @@ class DataCfg:
     val_split: str = "val"                # folder whose numbers are reported
     select_fraction: float = 0.1          # share of training scenes held out for checkpoint selection
     captions_file: str = ""               # caption JSON; empty = <root>/captions.json
+    region_captions_file: str = ""        # region caption JSON; empty = <root>/region_captions.json
+    region_min_margin: float = 0.2        # point-region depth test: |z - d| <= max(this, ...
+    region_depth_factor: float = 0.5      # ... this * metric box size), data/regions.py
     image_hw: list[int] = field(default_factory=lambda: [240, 320])  # view size (H, W)
     voxel_size: float = 0.02              # metres
     rel_thresh: float = 0.25              # depth visibility: |D - z| <= rel_thresh * D
@@ -143,6 +146,11 @@ class LossCfg:
     binary_pos_weight: float = 0.267      # data_ratio of the split
     eos_coef: float = 0.1
     num_points: int = 12544               # sampled points for mask losses
+    region_3d: float = 0.0                # region-caption contrast (losses/region_contrast.py):
+    region_2d: float = 0.0                # 3D, 2D (covered points) and fused terms; off in the
+    region_fused: float = 0.0             # paper configs, on in the tiny ones
+    region_temperature: float = 0.07      # 0 = the model's learned logit scale
+    region_max_points: int = 0            # random cap on the entries of each term (0 = all)
 
 
 @dataclass
@@ -335,6 +343,11 @@ def validate(cfg: XMask3DConfig) -> None:
         raise ConfigError("text.encoder=clip needs text.clip_path (a local CLIP folder)")
     if cfg.train.batch_size < 1 or cfg.eval.batch_size < 1:
         raise ConfigError("train.batch_size and eval.batch_size must be >= 1")
+    if cfg.loss.region_temperature < 0 or cfg.loss.region_max_points < 0:
+        raise ConfigError("loss.region_temperature and loss.region_max_points must be >= 0 "
+                          "(0 = the learned logit scale / no cap)")
+    if cfg.data.region_min_margin < 0 or cfg.data.region_depth_factor < 0:
+        raise ConfigError("data.region_min_margin and data.region_depth_factor must be >= 0")
 
 
 def save_config(cfg: XMask3DConfig, path: str | Path) -> None:

@@ -288,3 +288,69 @@ def test_generated_synthetic_scene_through_the_dataset(tmp_path):
     tr = ViewDataset(layout, "train", category_split=SPLIT, mode="train", augment=True)
     s = tr[0]
     assert s.caption and (s.labels < len(SPLIT.base)).any()
+
+
+NOVEL_WORDS = {"sofa", "couch", "couches", "settee", "bookshelf", "bookcase", "shelf", "desk",
+               "toilet"}
+
+
+@pytest.fixture(scope="module")
+def region_root(tmp_path_factory):
+    """Two synthetic scenes (a bedroom and a living room) with 4 views and region captions."""
+    from xmask3d.data.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("regions")
+    generate_dataset(root, SynthConfig(scenes=2, views=4, seed=3, val_fraction=0.0,
+                                       density=200.0), workers=1, progress=False)
+    return root
+
+
+def test_no_novel_label_reaches_a_training_target(region_root):
+    """Issue 13 item 5: labels, binary labels, 2D labels and region targets of B15/N4 training
+    items carry no novel class, while region phrases do name novel objects whose points are
+    ignored by every label target."""
+    layout = ProcessedLayout(region_root)
+    ds = ViewDataset(layout, "train", category_split=SPLIT, mode="train")
+    novel, n_base = set(SPLIT.novel), len(SPLIT.base)
+    named_novel_ignored = 0
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            s = ds[i]
+            full = layout.load_scene("train", s.scene_name).labels[s.point_index]
+            is_novel = np.isin(full, list(novel))
+            assert set(np.unique(s.labels).tolist()) <= set(range(n_base)) | {IGNORE_LABEL}
+            assert (s.labels[is_novel] == IGNORE_LABEL).all()
+            assert (s.binary_labels[is_novel] == 0).all()          # "not base", never a class
+            view = layout.load_view(s.scene_name, s.view_name)
+            px_novel = np.isin(view.label, list(novel))
+            assert px_novel.shape == (240, 320) and s.labels_2d.shape == (240, 320)
+            assert (s.labels_2d[px_novel] == IGNORE_LABEL).all()
+            assert set(np.unique(s.labels_2d).tolist()) <= set(range(n_base)) | {IGNORE_LABEL}
+            # region targets index the view's phrases, which come from the synthetic captioner
+            assert s.region_index is not None and len(s.region_captions) > 0
+            assert s.region_index.min() >= -1 and s.region_index.max() < len(s.region_captions)
+            for k, phrase in enumerate(s.region_captions):
+                members = s.region_index == k
+                if NOVEL_WORDS & set(phrase.split()) and (members & is_novel).sum() >= 20:
+                    assert (s.labels[members & is_novel] == IGNORE_LABEL).all()
+                    named_novel_ignored += 1
+    assert named_novel_ignored >= 1
+
+
+def test_region_targets_are_collated_with_offsets(region_root):
+    layout = ProcessedLayout(region_root)
+    ds = ViewDataset(layout, "train", category_split=SPLIT, mode="train")
+    samples = [ds[0], ds[1]]
+    batch = collate_views(samples)
+    assert batch.region_captions == list(samples[0].region_captions + samples[1].region_captions)
+    n0, r0 = len(samples[0].points), len(samples[0].region_captions)
+    pr = batch.point_region.numpy()
+    assert np.array_equal(pr[:n0], samples[0].region_index)
+    second = samples[1].region_index
+    assert np.array_equal(pr[n0:], np.where(second >= 0, second + r0, -1))
+    words = [batch.region_captions[k] for k in pr[pr >= 0]]
+    assert words[0] in samples[0].region_captions
+    ev = ViewDataset(layout, "train", category_split=SPLIT, mode="eval")
+    assert ev[0].region_index is None                          # training targets only
+    assert collate_views([ev[0]]).point_region is None

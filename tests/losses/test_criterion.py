@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from xmask3d.data.batch import ViewBatch
 from xmask3d.losses.alignment import mask_region_alignment
 from xmask3d.losses.criterion import LossWeights, compute_losses
 from xmask3d.losses.matcher import HungarianMatcher
+from xmask3d.losses.region_contrast import RegionText, region_contrast, unique_phrases
 from xmask3d.models.outputs import PointRows, XMask3DOutput
 
 P, B, H, W, Q, C, E, LAYERS = 40, 2, 8, 8, 3, 3, 8, 2
@@ -208,3 +210,44 @@ def test_gradient_descent_lowers_each_term(key: str) -> None:
         run(outputs, batch)[key].backward()
         optimizer.step()
     assert run(outputs, batch)[key].item() < before
+
+
+def _regions_batch():
+    batch = make_batch()
+    region = torch.full((40,), -1)
+    region[:10], region[10:16], region[20:30], region[30:34] = 0, 1, 2, 3
+    batch.point_region = region
+    batch.region_captions = ["a sofa", "a lamp", "a sofa", "a desk"]
+    phrases, index = unique_phrases(batch.region_captions)
+    embeds = F.normalize(torch.randn(len(phrases), 8, generator=torch.Generator().manual_seed(3)),
+                         dim=-1)
+    return batch, RegionText(embeds, index)
+
+
+def test_compute_losses_adds_the_region_terms_only_when_asked() -> None:
+    batch, text = _regions_batch()
+    outputs = make_outputs()
+    on = LossWeights(num_points=None, region_3d=1.0, region_2d=0.5, region_fused=2.0)
+    losses = run(outputs, batch, weights=on, alignment_on=False)
+    assert "loss_region_3d" not in losses                   # no region text given
+    def losses_with(weights):
+        return compute_losses(outputs, batch, weights=weights,
+                              matcher=HungarianMatcher(num_points=None), caption_embeds=None,
+                              alignment_on=False, region_text=text)
+
+    terms = losses_with(on)
+    assert {"loss_region_3d", "loss_region_2d", "loss_region_fused"} <= set(terms)
+    target = torch.tensor([0] * 10 + [1] * 6 + [-1] * 4 + [0] * 10 + [2] * 4 + [-1] * 6)
+    expected_fused = region_contrast(outputs.point_feats_fused, target, text.embeds,
+                                     scale=1 / 0.07)
+    assert terms["loss_region_fused"].item() == pytest.approx(2 * expected_fused.item(), rel=1e-5)
+    covered = torch.where(outputs.point_covered, target, -1)
+    expected_2d = region_contrast(outputs.point_feats_2d, covered, text.embeds, scale=1 / 0.07)
+    assert terms["loss_region_2d"].item() == pytest.approx(0.5 * expected_2d.item(), rel=1e-5)
+    terms["loss_region_3d"].backward()
+    assert outputs.feats_3d.rows.grad[:16].abs().sum() > 0
+    assert outputs.feats_3d.rows.grad[16:20].abs().sum() == 0   # points of no region
+    learned = losses_with(LossWeights(num_points=None, region_fused=1.0, region_temperature=0))
+    by_scale = region_contrast(outputs.point_feats_fused, target, text.embeds, scale=14.3)
+    assert learned["loss_region_fused"].item() == pytest.approx(by_scale.item(), rel=1e-5)
+    assert set(losses_with(LossWeights(num_points=None))) & {"loss_region_3d"} == set()

@@ -43,6 +43,9 @@ class ViewBatch:
         scene_names: B scene names.
         view_names: B frame names.
         class_names: the vocabulary the label tensors index.
+        point_region: (P,) int64 index of each point's region caption in ``region_captions``,
+            -1 for points of no region (``data/regions.py``), or ``None`` without regions.
+        region_captions: the phrases of all regions of all views of the batch, view by view.
     """
 
     points: Tensor
@@ -61,6 +64,8 @@ class ViewBatch:
     scene_names: list[str] = field(default_factory=list)
     view_names: list[str] = field(default_factory=list)
     class_names: list[str] = field(default_factory=list)
+    point_region: Tensor | None = None
+    region_captions: list[str] = field(default_factory=list)
 
     @property
     def batch_size(self) -> int:

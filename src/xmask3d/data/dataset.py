@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 
 from xmask3d.data.batch import ViewBatch
 from xmask3d.data.processed import ProcessedLayout
-from xmask3d.data.projection import PointPixelMap, point_pixel_map, resize_view
+from xmask3d.data.projection import PointPixelMap, point_pixel_map, project_points, resize_view
+from xmask3d.data.regions import associate_regions
 from xmask3d.data.scene import IGNORE_LABEL, Scene, View
 from xmask3d.data.splits import CategorySplit
 from xmask3d.data.voxelize import augment_colors, augment_points, voxelize
@@ -51,6 +52,9 @@ class ViewSample:
         labels_2d: (H, W) int64 pixel labels like ``labels``, or ``None`` without a 2D label.
         caption: the view caption ("" when missing).
         class_names: the vocabulary the labels index.
+        region_index: (n,) int64 region of each point in ``region_captions`` (-1 = none), or
+            ``None`` when the view has no region captions (or in eval mode).
+        region_captions: the phrases of the view's regions.
     """
 
     scene_name: str
@@ -68,6 +72,8 @@ class ViewSample:
     labels_2d: np.ndarray | None
     caption: str
     class_names: tuple[str, ...]
+    region_index: np.ndarray | None = None
+    region_captions: tuple[str, ...] = ()
 
 
 def make_view_sample(scene: Scene, view: View, pmap: PointPixelMap, *, voxel_size: float,
@@ -181,6 +187,8 @@ class ViewDataset(Dataset):
         rotate_z, rotate_xy, scale, jitter: augmentation ranges (``augment_points``).
         color_contrast, color_shift, color_jitter: colour ranges (``augment_colors``).
         binary_mode: ``"ours"`` or ``"published"`` (see :func:`label_tables`).
+        region_min_margin, region_depth_factor: depth test of the point-region association
+            (:func:`~xmask3d.data.regions.associate_regions`, train mode only).
         seed: base seed of the per-item generators.
         scenes: restrict to these scene names (default: every scene of ``split``).
         cache_size: number of loaded scenes kept in memory.
@@ -195,7 +203,8 @@ class ViewDataset(Dataset):
                  rotate_z: float = np.pi, rotate_xy: float = np.pi / 64,
                  scale: tuple[float, float] = (0.9, 1.1), jitter: float = 0.0,
                  color_contrast: float = 0.0, color_shift: float = 0.0,
-                 color_jitter: float = 0.0, binary_mode: str = "ours", seed: int = 0,
+                 color_jitter: float = 0.0, binary_mode: str = "ours",
+                 region_min_margin: float = 0.2, region_depth_factor: float = 0.5, seed: int = 0,
                  scenes: list[str] | None = None, cache_size: int = 4) -> None:
         self.label_table, self.binary_table = label_tables(category_split, mode, binary_mode)
         if len(image_hw) != 2 or min(image_hw) <= 0:
@@ -221,6 +230,7 @@ class ViewDataset(Dataset):
         self.aug_params = dict(rotate_z=rotate_z, rotate_xy=rotate_xy, scale=tuple(scale),
                                jitter=jitter)
         self.color_params = dict(contrast=color_contrast, shift=color_shift, jitter=color_jitter)
+        self.region_params = dict(min_margin=region_min_margin, depth_factor=region_depth_factor)
         self.scenes = self._resolve_scenes(scenes)
         self.cache_size = max(int(cache_size), 1)
         self._cache: OrderedDict[str, Scene] = OrderedDict()
@@ -319,12 +329,19 @@ class ViewDataset(Dataset):
             labels_2d = self.label_table[_full_space(view.label, self.category_split.num_classes)]
         full = scene.labels[pmap.point_idx]
         augment = self.augment and rng is not None
-        return make_view_sample(
+        sample = make_view_sample(
             scene, view, pmap, voxel_size=self.voxel_size, labels=self.label_table[full],
             binary_labels=self.binary_table[full], labels_2d=labels_2d,
             class_names=self.class_names,
             augment=self.aug_params if augment else None,
             color_augment=self.color_params if augment else None, rng=rng)
+        if self.mode == "train" and view.regions:
+            depth = project_points(sample.points, view.pose, view.intrinsics, view.hw)[1]
+            focal = 0.5 * float(view.intrinsics[0, 0] + view.intrinsics[1, 1])
+            sample.region_index = associate_regions(pmap.rc, depth, view.regions, focal=focal,
+                                                    **self.region_params)
+            sample.region_captions = tuple(r.caption for r in view.regions)
+        return sample
 
     # ---- evaluation bookkeeping -------------------------------------------------------------
 
@@ -393,6 +410,12 @@ def collate_views(samples: list[ViewSample]) -> ViewBatch:
                                              s.voxel_coords.astype(np.int32)], axis=1)
                              for b, s in enumerate(samples)], axis=0)
     h, w = samples[0].image.shape[1:]
+    point_region = None
+    if any(s.region_index is not None for s in samples):
+        roffsets = np.cumsum([0] + [len(s.region_captions) for s in samples[:-1]])
+        point_region = _cat([np.full(len(s.points), -1, np.int64) if s.region_index is None
+                             else np.where(s.region_index >= 0, s.region_index + o, -1)
+                             for s, o in zip(samples, roffsets, strict=True)]).long()
     labels_2d = None
     if any(s.labels_2d is not None for s in samples):
         labels_2d = torch.from_numpy(np.stack([
@@ -415,4 +438,6 @@ def collate_views(samples: list[ViewSample]) -> ViewBatch:
         scene_names=[s.scene_name for s in samples],
         view_names=[s.view_name for s in samples],
         class_names=list(samples[0].class_names),
+        point_region=point_region,
+        region_captions=[c for s in samples for c in s.region_captions],
     )

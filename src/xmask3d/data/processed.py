@@ -8,6 +8,8 @@ Layout (method.md §1.1, decisions.md §4)::
     <root>/scannet_2d/<scene>/intrinsics.txt             optional, else <root>/scannet_2d/intrinsics.txt,
                                                          else the ScanNet default (method §1.6)
     <root>/captions.json                                 {scene: {frame: caption}}
+    <root>/region_captions.json                          {scene: {frame: [{box, caption}]}}
+                                                         (optional; see data/regions.py)
 
 ``.pth`` files are loaded with ``torch.load(weights_only=True)`` and an allow-list of the numpy
 types such files contain: user files are never unpickled freely.
@@ -27,6 +29,12 @@ import numpy as np
 from PIL import Image
 
 from xmask3d.data.labels import map_2d_label_ids, raw_to_scannet200
+from xmask3d.data.regions import (
+    REGION_CAPTIONS_FILE,
+    Region,
+    check_region_boxes,
+    read_region_captions,
+)
 from xmask3d.data.scene import IGNORE_LABEL, Scene, View
 from xmask3d.errors import DataError
 
@@ -384,15 +392,21 @@ class ProcessedLayout:
     Args:
         root: the dataset root (contains ``scannet_3d/`` and optionally ``scannet_2d/``).
         captions_file: the caption JSON; default ``<root>/captions.json`` (missing = no captions).
+        region_captions_file: the region caption JSON; default ``<root>/region_captions.json``
+            (missing = no region captions).
     """
 
-    def __init__(self, root: str | Path, *, captions_file: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path, *, captions_file: str | Path | None = None,
+                 region_captions_file: str | Path | None = None) -> None:
         self.root = Path(root)
         if not (self.root / "scannet_3d").is_dir():
             raise DataError(self.root, "not a processed dataset root (no scannet_3d/ folder); "
                                        "create one with `xmask3d synth` or `xmask3d prepare`")
         self.captions_file = Path(captions_file) if captions_file else self.root / "captions.json"
         self._captions: dict[str, dict[str, str]] | None = None
+        self.region_captions_file = (Path(region_captions_file) if region_captions_file
+                                     else self.root / REGION_CAPTIONS_FILE)
+        self._regions: dict[str, dict[str, list[Region]]] | None = None
         self._intrinsics: dict[str, np.ndarray] = {}
 
     def scene_names(self, split: str) -> list[str]:
@@ -449,8 +463,14 @@ class ProcessedLayout:
             self._captions = read_captions(self.captions_file)
         return self._captions.get(scene, {}).get(frame)
 
+    def regions(self, scene: str, frame: str) -> list[Region]:
+        """The region captions of a frame (empty without any)."""
+        if self._regions is None:
+            self._regions = read_region_captions(self.region_captions_file)
+        return self._regions.get(scene, {}).get(frame, [])
+
     def load_view(self, scene: str, frame: str, *, label_set: str = "scannet20") -> View:
-        """Load one frame: colour, depth (if present), pose, intrinsics, labels, caption."""
+        """Load one frame: colour, depth (if present), pose, intrinsics, labels, captions."""
         base = self.scene_2d_dir(scene)
         color = read_image(base / "color" / f"{frame}.jpg", "RGB", what="colour image")
         hw = color.shape[:2]
@@ -472,6 +492,9 @@ class ProcessedLayout:
             if ids.shape != hw:
                 raise DataError(label_path, f"label size {ids.shape} differs from colour {hw}")
             label = map_2d_label_ids(ids, label_set)
+        regions = self.regions(scene, frame)
+        check_region_boxes(regions, hw, self.region_captions_file,
+                           f"scene {scene!r} frame {frame!r}")
         return View(name=frame, color=color, pose=read_pose(base / "pose" / f"{frame}.txt"),
                     intrinsics=self.intrinsics(scene), depth=depth, label=label,
-                    caption=self.caption(scene, frame))
+                    caption=self.caption(scene, frame), regions=regions)

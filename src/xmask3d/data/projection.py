@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image
 
+from xmask3d.data.regions import scale_regions
 from xmask3d.data.scene import View
 from xmask3d.errors import DataError
 
@@ -220,7 +221,8 @@ def _nearest_index(src: int, dst: int) -> np.ndarray:
 
 
 def resize_view(view: View, hw: tuple[int, int]) -> View:
-    """Resample a view to ``hw`` = (H, W): colour bilinear, depth and labels nearest, K rescaled.
+    """Resample a view to ``hw`` = (H, W): colour bilinear, depth and labels nearest, K and
+    region boxes rescaled.
 
     Intrinsics follow the pixel-centre convention: ``f' = f * s`` and ``c' = (c + 0.5) * s - 0.5``
     per axis (ScanNet's 640x480 default maps exactly to the 320x240 one of method.md §1.6).
@@ -239,4 +241,5 @@ def resize_view(view: View, hw: tuple[int, int]) -> View:
     K = np.array(view.intrinsics, dtype=np.float64, copy=True)
     K[0, 0], K[0, 1], K[0, 2] = K[0, 0] * sx, K[0, 1] * sx, (K[0, 2] + 0.5) * sx - 0.5
     K[1, 1], K[1, 2] = K[1, 1] * sy, (K[1, 2] + 0.5) * sy - 0.5
-    return replace(view, color=color, depth=depth, label=label, intrinsics=K)
+    return replace(view, color=color, depth=depth, label=label, intrinsics=K,
+                   regions=scale_regions(view.regions, (src_h, src_w), (h, w)))

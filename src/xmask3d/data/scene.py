@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from xmask3d.data.regions import Region
+
 IGNORE_LABEL = 255
 
 
@@ -31,6 +33,7 @@ class View:
         depth: (H, W) float32 metres, 0 = invalid; ``None`` when the frame has no depth.
         label: (H, W) int64 benchmark class indices (``IGNORE_LABEL`` elsewhere), or ``None``.
         caption: a free-text caption of the frame, or ``None``.
+        regions: captioned boxes of the frame (``data/regions.py``), in its pixels; may be empty.
     """
 
     name: str
@@ -40,6 +43,7 @@ class View:
     depth: np.ndarray | None = None
     label: np.ndarray | None = None
     caption: str | None = None
+    regions: list[Region] = field(default_factory=list)
 
     @property
     def hw(self) -> tuple[int, int]:

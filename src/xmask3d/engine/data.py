@@ -23,7 +23,8 @@ __all__ = ["category_split", "eval_shard", "eval_vocabulary", "loader_batches", 
 
 def open_layout(cfg: XMask3DConfig) -> ProcessedLayout:
     """The processed dataset root of ``cfg.data``."""
-    return ProcessedLayout(cfg.data.root, captions_file=cfg.data.captions_file or None)
+    return ProcessedLayout(cfg.data.root, captions_file=cfg.data.captions_file or None,
+                           region_captions_file=cfg.data.region_captions_file or None)
 
 
 def category_split(cfg: XMask3DConfig) -> CategorySplit:
@@ -80,7 +81,12 @@ def view_dataset(cfg: XMask3DConfig, layout: ProcessedLayout, *, split: str, mod
         loop=d.loop, augment=d.augment, rotate_z=d.rotate_z, rotate_xy=d.rotate_xy,
         scale=(d.scale_min, d.scale_max), jitter=d.jitter, color_contrast=d.color_contrast,
         color_shift=d.color_shift, color_jitter=d.color_jitter, binary_mode=d.binary_mode,
+<<<<<<< HEAD
         seed=cfg.train.seed, scenes=scenes, cache_size=d.scene_cache)
+=======
+        region_min_margin=d.region_min_margin, region_depth_factor=d.region_depth_factor,
+        seed=cfg.train.seed, scenes=scenes)
+>>>>>>> issue13b
 
 
 def eval_vocabulary(split: CategorySplit) -> tuple[list[str], list[int], list[bool]]:

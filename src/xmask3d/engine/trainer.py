@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from xmask3d.config import XMask3DConfig, save_config
 from xmask3d.data.batch import ViewBatch
 from xmask3d.data.dataset import ViewDataset, collate_views
+from xmask3d.data.regions import region_phrases
 from xmask3d.engine import distributed as D
 from xmask3d.engine.checkpoint import capture_rng_state
 from xmask3d.engine.data import (
@@ -40,8 +41,9 @@ from xmask3d.engine.optim import build_optimizer, build_scheduler, trainable_par
 from xmask3d.engine.run_log import RunLog
 from xmask3d.engine.sampler import EpochBatchSampler
 from xmask3d.errors import XMask3DError
-from xmask3d.losses.criterion import LossWeights, compute_losses
+from xmask3d.losses.criterion import LossWeights, compute_losses, needs_region_text
 from xmask3d.losses.matcher import HungarianMatcher
+from xmask3d.losses.region_contrast import prime_phrase_cache, region_text_embeddings
 from xmask3d.models.build import build_matcher, build_model, build_text, loss_weights
 from xmask3d.models.text.classifier import TextClassifier
 
@@ -210,6 +212,8 @@ def build_run(cfg: XMask3DConfig, info: D.DistInfo) -> TrainRun:
         net = DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
             find_unused_parameters=True)
+    if needs_region_text(loss_weights(cfg)):     # every region phrase encoded once, up front
+        prime_phrase_cache(text, region_phrases(layout.region_captions_file, train_scenes))
     logger.info("train: %d scenes (%d items/epoch), selection: %d held-out scenes, %d steps "
                 "(%d per epoch), %.2f M trainable parameters", len(train_scenes), len(train_set),
                 len(held_out), total_steps(cfg, len(sampler)), len(sampler),
@@ -251,12 +255,14 @@ def train_step(run: TrainRun, batch: ViewBatch) -> tuple[dict[str, float], float
     cfg, st = run.cfg, run.state
     captions = (caption_embeddings(run.text, batch.captions, run.info.device)
                 if _needs_captions(run.weights, cfg) else None)
+    regions = (region_text_embeddings(run.text, batch.region_captions, run.info.device)
+               if needs_region_text(run.weights) else None)
     with run.autocast:
         out = run.net(batch, run.class_embeds, caption_embeds=captions)
         losses = compute_losses(out, batch, weights=run.weights, matcher=run.matcher,
                                 caption_embeds=captions,
                                 alignment_on=st.epoch >= cfg.loss.alignment_start_epoch,
-                                generator=run.loss_gen)
+                                generator=run.loss_gen, region_text=regions)
     check_finite(losses, step=st.step + 1, epoch=st.epoch)
     total = torch.stack([v.float() for v in losses.values()]).sum()
     run.optimizer.zero_grad(set_to_none=True)

@@ -19,9 +19,10 @@ from xmask3d.losses.alignment import caption_alignment, mask_region_alignment
 from xmask3d.losses.mask_losses import set_criterion
 from xmask3d.losses.matcher import HungarianMatcher
 from xmask3d.losses.point_losses import binary_loss, point_cross_entropy
+from xmask3d.losses.region_contrast import RegionText, dedup_per_voxel, region_contrast
 from xmask3d.models.outputs import XMask3DOutput
 
-__all__ = ["LossWeights", "compute_losses"]
+__all__ = ["LossWeights", "compute_losses", "needs_region_text", "region_loss_terms"]
 
 
 @dataclass
@@ -48,6 +49,11 @@ class LossWeights:
     alignment_top_novel: int = 4  # mostly-not-base masks aligned per view
     alignment_top_base: int = 1  # mostly-base masks aligned per view
     unlabelled_as_no_object: bool = False  # published: unlabelled pixels = a no-object segment
+    region_3d: float = 0.0  # region-caption contrast of the 3D features (losses/region_contrast)
+    region_2d: float = 0.0  # ... of the 2D features of covered points
+    region_fused: float = 0.0  # ... of the fused features
+    region_temperature: float = 0.07  # its temperature; 0 = the model's learned logit scale
+    region_max_points: int = 0  # random cap on the entries of each region term (0 = all)
 
     def __post_init__(self) -> None:
         if self.alignment_selection not in ("ours", "published"):
@@ -61,6 +67,11 @@ class LossWeights:
             )
         if not 0.0 <= self.eos_coef <= 1.0:
             raise ConfigError(f"LossWeights.eos_coef: expected in [0, 1], got {self.eos_coef}")
+        if self.region_temperature < 0 or self.region_max_points < 0:
+            raise ConfigError(
+                f"LossWeights.region_temperature and region_max_points: expected >= 0, got "
+                f"{self.region_temperature} and {self.region_max_points}"
+            )
         if self.binary_pos_weight <= 0:
             raise ConfigError(
                 f"LossWeights.binary_pos_weight: expected > 0, got {self.binary_pos_weight}"
@@ -127,6 +138,42 @@ def _caption_losses(
     }
 
 
+def needs_region_text(weights: LossWeights) -> bool:
+    """Whether any region-caption term is on."""
+    return (weights.region_3d, weights.region_2d, weights.region_fused) != (0, 0, 0)
+
+
+def region_loss_terms(
+    outputs: XMask3DOutput,
+    batch: ViewBatch,
+    weights: LossWeights,
+    regions: RegionText,
+    generator: torch.Generator | None,
+) -> dict[str, Tensor]:
+    """The weighted region-caption terms ``loss_region_{3d,fused,2d}`` (those with weight != 0);
+    none when the batch has no ``point_region``."""
+    device = outputs.feats_3d.rows.device
+    if batch.point_region is None:
+        return {}
+    region = batch.point_region.to(device)
+    target = torch.where(region >= 0, regions.region_to_phrase.to(device)[region.clamp(min=0)],
+                         region)
+    scale = (1.0 / weights.region_temperature if weights.region_temperature > 0
+             else outputs.logit_scale)
+    kw = dict(scale=scale, max_points=weights.region_max_points, generator=generator)
+    covered = torch.where(outputs.point_covered, target, torch.full_like(target, -1))
+    terms = {"loss_region_3d": (weights.region_3d, outputs.feats_3d, target),
+             "loss_region_fused": (weights.region_fused, outputs.feats_fused, target),
+             "loss_region_2d": (weights.region_2d, outputs.feats_2d, covered)}
+    losses = {}
+    for name, (w, feats, tgt) in terms.items():
+        if w != 0:   # points sharing a feature row and a phrase: one entry, weighted by count
+            rep, count = dedup_per_voxel(feats.index, tgt)
+            losses[name] = w * region_contrast(feats.rows[feats.index[rep]], tgt[rep],
+                                               regions.embeds, weights=count, **kw)
+    return losses
+
+
 def _require(batch: ViewBatch, name: str) -> Tensor:
     value = getattr(batch, name)
     if value is None:
@@ -143,13 +190,15 @@ def compute_losses(
     caption_embeds: Tensor | None,
     alignment_on: bool,
     generator: torch.Generator | None = None,
+    region_text: RegionText | None = None,
 ) -> dict[str, Tensor]:
     """Every training loss, already multiplied by its weight (total = ``sum(values)``).
 
     Terms with weight 0 are left out. Keys: ``loss_ce``, ``loss_mask``, ``loss_dice`` (final
     decoder layer) and ``loss_{ce,mask,dice}_i`` (earlier layers i); ``loss_point_fused``,
     ``loss_point_3d``, ``loss_binary``; with ``caption_embeds``: ``loss_caption_fused``,
-    ``loss_caption_3d``, ``loss_caption_2d``; with ``alignment_on``: ``loss_mask_alignment``.
+    ``loss_caption_3d``, ``loss_caption_2d``; with ``alignment_on``: ``loss_mask_alignment``;
+    with ``region_text`` and ``batch.point_region``: ``loss_region_{3d,2d,fused}``.
 
     Args:
         outputs: model predictions for ``batch``.
@@ -161,6 +210,8 @@ def compute_losses(
             ``None`` to skip the caption terms.
         alignment_on: add the mask-level 2D-to-3D regularisation (after its start epoch).
         generator: random source of the point sampling.
+        region_text: the phrase embeddings of ``batch.region_captions``, or ``None`` to skip
+            the region-caption terms.
 
     Returns:
         Named () weighted loss terms.
@@ -182,6 +233,8 @@ def compute_losses(
         )
     if caption_embeds is not None:
         losses.update(_caption_losses(outputs, batch, weights, caption_embeds))
+    if region_text is not None:
+        losses.update(region_loss_terms(outputs, batch, weights, region_text, generator))
     if alignment_on and weights.mask_alignment != 0:
         losses["loss_mask_alignment"] = weights.mask_alignment * mask_region_alignment(
             outputs.feats_3d,

@@ -162,7 +162,9 @@ def loss_weights(cfg: XMask3DConfig) -> LossWeights:
         binary=c.binary, mask_alignment=c.mask_alignment, eos_coef=c.eos_coef,
         num_points=c.num_points, binary_pos_weight=c.binary_pos_weight,
         alignment_selection=c.alignment_selection,
-        unlabelled_as_no_object=c.unlabelled_as_no_object)
+        unlabelled_as_no_object=c.unlabelled_as_no_object, region_3d=c.region_3d,
+        region_2d=c.region_2d, region_fused=c.region_fused,
+        region_temperature=c.region_temperature, region_max_points=c.region_max_points)
 
 
 def build_matcher(cfg: XMask3DConfig) -> HungarianMatcher:

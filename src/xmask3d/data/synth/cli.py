@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 
 from xmask3d.data.synth.generate import SynthConfig, generate_dataset
+from xmask3d.data.synth.regions import RegionNoise
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +29,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--density", "--points-per-m2", dest="density", type=float, default=600.0,
                    help="surface points per square metre (default 600, about 30k-100k points "
                         "per room like ScanNet's vh_clean_2 meshes)")
+    p.add_argument("--region-noise", type=float, default=None, metavar="R",
+                   help="set all four region-caption error rates below to R (e.g. 0, 0.2, 0.4); "
+                        "the individual options override it")
+    default = RegionNoise()
+    for name, what in (("miss", "objects without a region"),
+                       ("wrong_noun", "regions whose noun is replaced by another object kind"),
+                       ("merge", "regions merged with their nearest neighbour into one box"),
+                       ("hallucinate", "extra regions naming an absent object, per real region")):
+        p.add_argument(f"--region-{name.replace('_', '-')}", dest=f"region_{name}", type=float,
+                       default=None, help=f"rate of {what} (default {getattr(default, name)})")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset previously written by `xmask3d synth` in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -36,8 +48,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``xmask3d synth`` with parsed ``args``; returns the exit code."""
+    noise = RegionNoise() if args.region_noise is None else RegionNoise.uniform(args.region_noise)
+    rates = {k: getattr(args, f"region_{k}") for k in ("miss", "wrong_noun", "merge",
+                                                        "hallucinate")}
+    noise = replace(noise, **{k: v for k, v in rates.items() if v is not None})
     cfg = SynthConfig(scenes=args.scenes, views=args.views, seed=args.seed,
-                      val_fraction=args.val_fraction, density=args.density)
+                      val_fraction=args.val_fraction, density=args.density, region_noise=noise)
     summary = generate_dataset(args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                                progress=not args.no_progress)
     pts = summary["points_per_scene"]

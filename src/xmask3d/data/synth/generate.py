@@ -7,6 +7,7 @@ Layout written (decisions.md §4; readers in ``xmask3d.data.processed``)::
     <out>/scannet_2d/synth_XXXX_00/{color,depth,pose,label,label_200}/<frame>.{jpg,png,txt}
     <out>/scannet_2d/synth_XXXX_00/intrinsics.txt
     <out>/captions.json                                         {scene: {frame: caption}}
+    <out>/region_captions.json                       {scene: {frame: [{box, caption}, ...]}}
     <out>/synth_meta/dataset.json, <scene>.json, <scene>_instances.npy   (extras, ours)
 """
 
@@ -37,6 +38,8 @@ from xmask3d.data.processed import (
     write_label_200,
     write_view,
 )
+from xmask3d.data.regions import REGION_CAPTIONS_FILE, write_region_captions
+from xmask3d.data.synth.regions import RegionNoise
 from xmask3d.data.synth.scan import K_320x240, SynthScan, generate_scan, scene_name
 from xmask3d.errors import ConfigError
 
@@ -55,6 +58,7 @@ class SynthConfig:
         seed: master seed; scene i uses the seed sequence (seed, i).
         val_fraction: fraction of scenes in the ``val`` split (every 1/f-th scene).
         density: surface samples per square metre.
+        region_noise: error rates of the synthetic dense captioner (region captions).
     """
 
     scenes: int
@@ -62,6 +66,7 @@ class SynthConfig:
     seed: int = 0
     val_fraction: float = 0.2
     density: float = 600.0
+    region_noise: RegionNoise = RegionNoise()
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the command-line option that is out of range."""
@@ -73,6 +78,7 @@ class SynthConfig:
             raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if not self.density > 0:
             raise ConfigError(f"--density must be positive, got {self.density}")
+        self.region_noise.validate()
 
 
 def split_of(index: int, n_scenes: int, val_fraction: float) -> str:
@@ -128,12 +134,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 def _make_and_write(root: str, index: int, cfg: SynthConfig) -> dict:
     start = time.perf_counter()
-    scan = generate_scan(index, seed=cfg.seed, n_views=cfg.views, density=cfg.density)
+    scan = generate_scan(index, seed=cfg.seed, n_views=cfg.views, density=cfg.density,
+                         region_noise=cfg.region_noise)
     split = split_of(index, cfg.scenes, cfg.val_fraction)
     write_scan(Path(root), scan, split)
     return {"index": index, "scene": scan.name, "split": split, "points": len(scan.points),
             "room_type": scan.room.room_type, "seconds": time.perf_counter() - start,
-            "captions": {v.name: v.caption for v in scan.views}}
+            "captions": {v.name: v.caption for v in scan.views},
+            "regions": {v.name: v.regions for v in scan.views}}
 
 
 @contextmanager
@@ -153,8 +161,8 @@ def _single_threaded_children():
 
 
 def _prepare_output(root: Path, overwrite: bool) -> None:
-    existing = [d for d in OUTPUT_DIRS if (root / d).exists()] + (
-        ["captions.json"] if (root / "captions.json").exists() else [])
+    existing = [d for d in OUTPUT_DIRS if (root / d).exists()] + [
+        f for f in ("captions.json", REGION_CAPTIONS_FILE) if (root / f).exists()]
     if not existing:
         return
     if not overwrite:
@@ -166,6 +174,7 @@ def _prepare_output(root: Path, overwrite: bool) -> None:
     for d in OUTPUT_DIRS:
         shutil.rmtree(root / d, ignore_errors=True)
     (root / "captions.json").unlink(missing_ok=True)
+    (root / REGION_CAPTIONS_FILE).unlink(missing_ok=True)
 
 
 def generate_dataset(out: str | Path, cfg: SynthConfig, *, workers: int = 2,
@@ -206,6 +215,7 @@ def generate_dataset(out: str | Path, cfg: SynthConfig, *, workers: int = 2,
     bar.close()
     results.sort(key=lambda r: r["index"])
     write_captions(root, {r["scene"]: r["captions"] for r in results})
+    write_region_captions(root, {r["scene"]: r["regions"] for r in results})
     seconds = time.perf_counter() - start
     summary = _summary(results, cfg, workers, seconds)
     _write_json(root / META_DIR / "dataset.json", summary)

@@ -19,11 +19,13 @@ from xmask3d.data.labels import (
     scannet200_raw_ids,
 )
 from xmask3d.data.processed import SCANNET_DEFAULT_INTRINSICS_320x240
+from xmask3d.data.regions import Region
 from xmask3d.data.scene import IGNORE_LABEL
 from xmask3d.data.synth.camera import camera_path
 from xmask3d.data.synth.captions import make_caption, visible_objects
 from xmask3d.data.synth.layout import ROOM_TYPES, Room
 from xmask3d.data.synth.primitives import Primitive
+from xmask3d.data.synth.regions import RegionNoise, make_regions
 from xmask3d.data.synth.render import render_view, surface_colors
 from xmask3d.data.synth.rooms import build_room
 
@@ -46,6 +48,7 @@ class SynthView:
         raw200: (H, W) int64 raw ScanNet ids of ScanNet200 classes (0 = none).
         instance: (H, W) int64 instance ids (0 = nothing).
         caption: the view caption.
+        regions: the synthetic dense captioner's boxes and phrases (``synth/regions.py``).
     """
 
     name: str
@@ -56,6 +59,7 @@ class SynthView:
     raw200: np.ndarray
     instance: np.ndarray
     caption: str
+    regions: list[Region] = field(default_factory=list)
 
 
 @dataclass
@@ -95,8 +99,9 @@ def room_type_of(index: int) -> str:
 
 
 def _streams(index: int, seed: int) -> list[np.random.SeedSequence]:
-    """Independent seed sequences of scene ``index``: room, points, camera, views, captions."""
-    return np.random.SeedSequence([seed, index]).spawn(5)
+    """Independent seed sequences of scene ``index``: room, points, camera, views, captions,
+    region captions (the first five do not depend on how many are spawned)."""
+    return np.random.SeedSequence([seed, index]).spawn(6)
 
 
 def scene_room(index: int, *, seed: int) -> Room:
@@ -142,7 +147,8 @@ def sample_surface(room: Room, density: float,
 
 
 def generate_scan(index: int, *, seed: int, n_views: int, density: float,
-                  point_noise: float = 0.005, color_noise: float = 0.012) -> SynthScan:
+                  point_noise: float = 0.005, color_noise: float = 0.012,
+                  region_noise: RegionNoise | None = None) -> SynthScan:
     """Generate scene ``index`` of the dataset with master seed ``seed``.
 
     Args:
@@ -152,8 +158,9 @@ def generate_scan(index: int, *, seed: int, n_views: int, density: float,
         density: surface samples per square metre.
         point_noise: standard deviation of the point position noise, metres.
         color_noise: standard deviation of the point colour noise (fraction of full scale).
+        region_noise: error rates of the region captions (default :class:`RegionNoise`).
     """
-    room_ss, point_ss, cam_ss, view_ss, cap_ss = _streams(index, seed)
+    room_ss, point_ss, cam_ss, view_ss, cap_ss, region_ss = _streams(index, seed)
     room = build_room(room_type_of(index), np.random.default_rng(room_ss))
     tables = primitive_tables(room.primitives)
     rng = np.random.default_rng(point_ss)
@@ -166,8 +173,17 @@ def generate_scan(index: int, *, seed: int, n_views: int, density: float,
                      tables["raw200"][prim], tables["instance"][prim])
     poses = camera_path(room, n_views, np.random.default_rng(cam_ss))
     view_rng, cap_rng = np.random.default_rng(view_ss), np.random.default_rng(cap_ss)
+    region_rng = np.random.default_rng(region_ss)
+    inst_name: dict[int, str] = {}
+    inst_color: dict[int, str] = {}
+    for p in room.primitives:  # the first part of an object is its main body
+        inst_name.setdefault(p.instance, p.name)
+        inst_color.setdefault(p.instance, p.material.color_name)
     for k, pose in enumerate(poses):
-        scan.views.append(_view(room, tables, pose, str(k * FRAME_STEP), view_rng, cap_rng))
+        view = _view(room, tables, pose, str(k * FRAME_STEP), view_rng, cap_rng)
+        view.regions = [r.region for r in make_regions(view.instance, inst_name, inst_color,
+                                                       room.room_type, region_rng, region_noise)]
+        scan.views.append(view)
     return scan
 
 
