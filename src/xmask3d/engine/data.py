@@ -81,12 +81,8 @@ def view_dataset(cfg: XMask3DConfig, layout: ProcessedLayout, *, split: str, mod
         loop=d.loop, augment=d.augment, rotate_z=d.rotate_z, rotate_xy=d.rotate_xy,
         scale=(d.scale_min, d.scale_max), jitter=d.jitter, color_contrast=d.color_contrast,
         color_shift=d.color_shift, color_jitter=d.color_jitter, binary_mode=d.binary_mode,
-<<<<<<< HEAD
-        seed=cfg.train.seed, scenes=scenes, cache_size=d.scene_cache)
-=======
         region_min_margin=d.region_min_margin, region_depth_factor=d.region_depth_factor,
-        seed=cfg.train.seed, scenes=scenes)
->>>>>>> issue13b
+        seed=cfg.train.seed, scenes=scenes, cache_size=d.scene_cache)
 
 
 def eval_vocabulary(split: CategorySplit) -> tuple[list[str], list[int], list[bool]]:
