@@ -1,4 +1,4 @@
-"""Seconds per training view of the tiny model: forward + backward + optimiser step on fixed batches.
+"""Seconds per training view of the tiny model: forward, backward and AdamW on fixed batches.
 
 ``python -m benchmarks.train_step`` builds the training batches a run of the bench protocol sees
 (the bench data, the tiny B15/N4 configuration, batches of 4 views, seeded), runs ``--warmup``
@@ -23,9 +23,9 @@ from benchmarks.common import machine, peak_rss_mb
 def build_batches(config: str, data: Path, *, count: int, seed: int, overrides: list[str]):
     """``count`` training batches of the run's loader (collated views), in order."""
     from xmask3d.config import load_config
+    from xmask3d.data.dataset import collate_views
     from xmask3d.engine.data import open_layout, view_dataset
     from xmask3d.engine.sampler import EpochBatchSampler
-    from xmask3d.data.dataset import collate_views
 
     cfg = load_config(config, [f"data.root={data}", f"train.seed={seed}", "data.loop=8",
                                "data.select_fraction=0", *overrides])

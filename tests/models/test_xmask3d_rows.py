@@ -71,7 +71,7 @@ def test_rows_equal_per_point_outputs_losses_and_gradients(micro_overrides, batc
     g_old = torch.autograd.grad(sum(old.values()), params, allow_unused=True)
     checked = 0
     total = float(torch.cat([b.flatten() for b in g_old if b is not None]).norm())
-    for p, a, b in zip(params, g_new, g_old):
+    for a, b in zip(g_new, g_old, strict=True):
         if a is None or b is None:
             assert a is None and b is None
             continue

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from xmask3d.data.json_files import read_json
 from xmask3d.data.labels import map_2d_label_ids, raw_to_scannet200
 from xmask3d.data.regions import (
     REGION_CAPTIONS_FILE,
@@ -370,10 +371,7 @@ def read_captions(path: str | Path) -> dict[str, dict[str, str]]:
     path = Path(path)
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise DataError(path, f"invalid JSON ({first_line(exc)})") from exc
+    data = read_json(path)
     if not isinstance(data, dict) or not all(
             isinstance(frames, dict) and all(isinstance(c, str) for c in frames.values())
             for frames in data.values()):

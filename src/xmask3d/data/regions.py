@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmask3d.data.json_files import read_json
 from xmask3d.errors import DataError
 
 __all__ = ["REGION_CAPTIONS_FILE", "Region", "associate_regions", "check_region_boxes",
@@ -92,10 +93,7 @@ def read_region_captions(path: str | Path) -> dict[str, dict[str, list[Region]]]
     path = Path(path)
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise DataError(path, f"invalid JSON ({type(exc).__name__}: {exc})") from exc
+    data = read_json(path)
     if not isinstance(data, dict):
         raise DataError(path, 'region captions must be a JSON object {"scene": {"frame": '
                               '[{"box": [x0, y0, x1, y1], "caption": "..."}]}}')

@@ -116,8 +116,8 @@ def eval_shard(cfg: XMask3DConfig, layout: ProcessedLayout, *, split: str,
 
 
 _WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+")
-_OUR_ERRORS = {"DataError": DataError, "ConfigError": ConfigError, "CheckpointError": CheckpointError,
-               "XMask3DError": XMask3DError}
+_OUR_ERRORS = {cls.__name__: cls for cls in (DataError, ConfigError, CheckpointError,
+                                             XMask3DError)}
 
 
 def loader_batches(loader: Iterable) -> Iterator:

@@ -1,0 +1,26 @@
+"""Reading the optional JSON side files of a dataset (captions, region captions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from xmask3d.errors import DataError
+
+__all__ = ["read_json"]
+
+
+def read_json(path: str | Path) -> Any:
+    """The parsed JSON of ``path`` (which the caller has checked exists).
+
+    Raises:
+        DataError: (naming the file) not UTF-8 or not valid JSON.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        text = str(exc).strip().splitlines()
+        reason = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+        raise DataError(path, f"invalid JSON ({reason})") from exc
