@@ -20,25 +20,20 @@ import torch
 from benchmarks.common import machine, peak_rss_mb
 
 
-def build_batches(config: str, data: Path, *, count: int, seed: int, overrides: list[str]):
-    """``count`` training batches of the run's loader (collated views), in order."""
-    from xmask3d.config import load_config
+def build_batches(dataset, *, batch_size: int, count: int, seed: int):
+    """The first ``count`` training batches (collated views) of ``dataset`` in epoch 0."""
     from xmask3d.data.dataset import collate_views
-    from xmask3d.engine.data import open_layout, view_dataset
     from xmask3d.engine.sampler import EpochBatchSampler
 
-    cfg = load_config(config, [f"data.root={data}", f"train.seed={seed}", "data.loop=8",
-                               "data.select_fraction=0", *overrides])
-    layout = open_layout(cfg)
-    ds = view_dataset(cfg, layout, split=cfg.data.train_split, mode="train")
-    sampler = EpochBatchSampler(len(ds), cfg.train.batch_size, seed=seed)
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed=seed)
     sampler.set_epoch(0)
+    dataset.set_epoch(0)
     batches = []
     for idx in sampler:
-        batches.append(collate_views([ds[i] for i in idx]))
+        batches.append(collate_views([dataset[i] for i in idx]))
         if len(batches) == count:
             break
-    return cfg, batches
+    return batches
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,16 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     from xmask3d.engine import distributed as D
     from xmask3d.engine.trainer import build_run, train_step
 
-    data_sets = sorted(o for o in a.overrides if o.startswith("data."))
-    tag = hashlib.sha1(json.dumps([a.config, a.seed, data_sets]).encode()).hexdigest()[:10]
-    cache = Path(a.data) / f"train_step_batches_{tag}.pt"      # the batches, built once
-    count = a.warmup + a.steps
-    batches = torch.load(cache, weights_only=False) if cache.is_file() else []
-    if len(batches) < count:
-        _, batches = build_batches(a.config, Path(a.data), count=count, seed=a.seed,
-                                   overrides=a.overrides)
-        torch.save(batches, cache)
-    batches = batches[:count]
     from xmask3d.config import load_config
 
     cfg = load_config(a.config, [f"data.root={a.data}", f"train.seed={a.seed}", "data.loop=8",
@@ -75,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
                                  "train.out_dir=runs/bench/train_step", *a.overrides])
     run = build_run(cfg, D.DistInfo(rank=0, world_size=1, local_rank=0,
                                     device=torch.device("cpu"), backend=""))
+    data_sets = sorted(o for o in a.overrides if o.startswith("data."))
+    tag = hashlib.sha1(json.dumps([a.config, a.seed, data_sets]).encode()).hexdigest()[:10]
+    cache = Path(a.data) / f"train_step_batches_{tag}.pt"      # the batches, built once
+    count = a.warmup + a.steps
+    batches = torch.load(cache, weights_only=False) if cache.is_file() else []
+    if len(batches) < count:
+        batches = build_batches(run.train_set, batch_size=cfg.train.batch_size, count=count,
+                                seed=a.seed)
+        torch.save(batches, cache)
+    batches = batches[:count]
     run.state.epoch = cfg.loss.alignment_start_epoch     # every loss term on, as in most steps
     run.net.train()
     clock = time.perf_counter if a.clock == "wall" else time.process_time

@@ -30,3 +30,12 @@ class ConfigError(XMask3DError, ValueError):
 
 class CheckpointError(XMask3DError, ValueError):
     """A checkpoint that is corrupt, truncated or does not match the configuration."""
+
+
+def first_line(exc: BaseException) -> str:
+    """``"TypeName: first sentence of the message"`` (at most 200 characters of it)."""
+    text = str(exc).strip().splitlines()
+    if not text:
+        return type(exc).__name__
+    line, cut = text[0], text[0].find(". ")
+    return f"{type(exc).__name__}: {line[:cut + 1] if 0 < cut < 200 else line[:200]}"

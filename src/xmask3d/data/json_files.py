@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from xmask3d.errors import DataError
+from xmask3d.errors import DataError, first_line
 
 __all__ = ["read_json"]
 
@@ -21,6 +21,4 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        text = str(exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-        raise DataError(path, f"invalid JSON ({reason})") from exc
+        raise DataError(path, f"invalid JSON ({first_line(exc)})") from exc

@@ -37,7 +37,7 @@ from xmask3d.data.regions import (
     read_region_captions,
 )
 from xmask3d.data.scene import IGNORE_LABEL, Scene, View
-from xmask3d.errors import DataError
+from xmask3d.errors import DataError, first_line
 
 POINT_SUFFIX = "_vh_clean_2.pth"
 SCANNET_DEFAULT_INTRINSICS_320x240 = np.array(
@@ -103,13 +103,6 @@ def torch_file_problem(path: str | Path) -> str | None:
     return f"it starts with {head!r}, not with the zip or pickle header that torch.save writes"
 
 
-def first_line(exc: BaseException) -> str:
-    """``"TypeName: first sentence of the message"`` (at most 200 characters of it)."""
-    text = str(exc).strip().splitlines()
-    if not text:
-        return type(exc).__name__
-    line, cut = text[0], text[0].find(". ")
-    return f"{type(exc).__name__}: {line[:cut + 1] if 0 < cut < 200 else line[:200]}"
 
 
 def safe_torch_load(path: str | Path):

@@ -24,12 +24,11 @@ from PIL import Image
 from xmask3d.data.processed import (
     IMAGE_ERRORS,
     atomic_write,
-    first_line,
     rigid_pose_problem,
     write_intrinsics,
     write_view,
 )
-from xmask3d.errors import DataError
+from xmask3d.errors import DataError, first_line
 
 __all__ = [
     "SENS_VERSION", "SensHeader", "SensFrame", "SensReader", "write_sens", "export_sens",

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from xmask3d.config import XMask3DConfig, from_dict, to_dict
-from xmask3d.data.processed import TORCH_LOAD_ERRORS, atomic_write, first_line
-from xmask3d.errors import CheckpointError, ConfigError
+from xmask3d.data.processed import TORCH_LOAD_ERRORS, atomic_write
+from xmask3d.errors import CheckpointError, ConfigError, first_line
 
 __all__ = [
     "ARCHITECTURE_KEYS", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "architecture_diff",

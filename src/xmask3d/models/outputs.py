@@ -37,10 +37,6 @@ class PointRows:
         """(P, D) the value of every point."""
         return self.rows[self.index]
 
-    def map_rows(self, fn) -> PointRows:
-        """``fn`` applied to the rows (a per-row function), same index."""
-        return PointRows(fn(self.rows), self.index)
-
     def group_weights(self, group: Tensor, num_groups: int,
                       point_weight: Tensor | None = None) -> Tensor:
         """(G, R) summed ``point_weight`` (default 1) of the points of each group on each row.

@@ -148,15 +148,12 @@ class XMask3D(nn.Module):
             (P, E) point features in text space, (B, D) per-view global features and (P,)
             binary base-vs-novel logits. ``batch.images`` is not used.
         """
-        feats, global_feat, binary = self.encode_3d_rows(batch)
+        feats, global_feat, binary, _ = self._encode_3d(batch)
         return feats.points(), global_feat, binary
 
-    def encode_3d_rows(self, batch: ViewBatch) -> tuple[PointRows, Tensor, Tensor]:
-        """``encode_3d`` with the point features kept per voxel (``PointRows``)."""
-        return self._encode_3d(batch)[:3]
-
     def _encode_3d(self, batch: ViewBatch) -> tuple[PointRows, Tensor, Tensor, Tensor]:
-        """``encode_3d_rows`` and the (V, C) UNet features before ``point_proj``."""
+        """``encode_3d`` with the point features kept per voxel (``PointRows``), and the (V, C)
+        UNet features before ``point_proj``."""
         voxels = SparseTensor.from_voxels(batch.voxel_feats, batch.voxel_coords,
                                           batch_size=int(batch.point_offsets.numel() - 1))
         unet = self.backbone3d(voxels)

@@ -42,7 +42,7 @@ class MaskFeatureFusion(nn.Module):
         return fused
 
     def fuse_rows(self, feats_2d: PointRows, feats_3d: PointRows, *,
-                  proj_3d: tuple[Tensor, nn.Linear] | None = None) -> PointRows:
+                  proj_3d: tuple[Tensor, nn.Linear]) -> PointRows:
         """``forward`` computed once per distinct (2D row, 3D row) pair of the points.
 
         The Linear over ``[f_2d, f_3d]`` is split into its 2D and 3D halves, each applied to the
@@ -52,9 +52,9 @@ class MaskFeatureFusion(nn.Module):
         Args:
             feats_2d: mask rows and a last zero row.
             feats_3d: 3D rows.
-            proj_3d: optional ``(u, proj)`` with ``feats_3d.rows == proj(u)``: the 3D half is
-                then applied as one composed Linear to the narrower ``u`` (the same function,
-                fewer FLOPs when ``u`` is narrower than E).
+            proj_3d: ``(u, proj)`` with ``feats_3d.rows == proj(u)``: the 3D half is applied as
+                one composed Linear to the narrower ``u`` (the same function, fewer FLOPs when
+                ``u`` is narrower than E).
         """
         if self.linear is None:
             return feats_3d
@@ -66,13 +66,9 @@ class MaskFeatureFusion(nn.Module):
         w = self.linear.weight
         part_2d = F.linear(feats_2d.rows, w[:, :dim])
         w_3d = w[:, dim:]
-        if proj_3d is None:
-            part_3d = F.linear(feats_3d.rows, w_3d, self.linear.bias)
-        else:
-            u, proj = proj_3d
-            bias = self.linear.bias if proj.bias is None else \
-                self.linear.bias + w_3d @ proj.bias
-            part_3d = F.linear(u, w_3d @ proj.weight, bias)
+        u, proj = proj_3d
+        bias = self.linear.bias if proj.bias is None else self.linear.bias + w_3d @ proj.bias
+        part_3d = F.linear(u, w_3d @ proj.weight, bias)
         fused = part_2d[row_2d] + part_3d[row_3d]
         if self.uncovered == "copy3d":
             covered = (row_2d != n2 - 1).unsqueeze(1)
