@@ -196,8 +196,30 @@ def run_learning3d(results: Path, runs_dir: Path, data: Path, *, curves: list[Cu
     return out
 
 
+def _cli(argv: list[str]) -> int:
+    """``python -m benchmarks.learning3d --data ROOT --steps N [--set KEY=VALUE ...]``: one curve,
+    printed as JSON (e.g. ``--set data.height_channel=true --set data.loop=2``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.learning3d")
+    p.add_argument("--data", required=True, help="processed dataset root (train and val)")
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--every", type=int, default=0, help="val every N steps (0: at the end)")
+    p.add_argument("--lr-3d", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    a = p.parse_args(argv)
+    curve = Curve(steps=a.steps, every=a.every or a.steps, lr_3d=a.lr_3d, seed=a.seed,
+                  overrides=["data.loop=8", "data.select_fraction=0", *a.overrides])
+    print(json.dumps(train_curve(curve, Path(a.data))))
+    return 0
+
+
 def _main(argv: list[str]) -> int:
-    """Child entry point: ``python -m benchmarks.learning3d JOB_JSON``."""
+    """Child entry point: ``python -m benchmarks.learning3d JOB_JSON`` (or the options of
+    :func:`_cli`)."""
+    if not argv or argv[0].startswith("-"):
+        return _cli(argv)
     job = json.loads(argv[0])
     result = train_curve(Curve(**job["curve"]), Path(job["data"]))
     atomic_write(Path(job["out"]), lambda t: Path(t).write_text(json.dumps(result)))

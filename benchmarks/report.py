@@ -142,6 +142,71 @@ def plot_budget(pts: list[tuple[int, list[dict]]], path: Path) -> None:
     plt.close(fig)
 
 
+def recipe_tables(sec: dict, img_dir: Path | None) -> list[str]:
+    """Quality against training time: the recipe before issue 18 and the curves of
+    ``python -m benchmarks.recipe_curve`` (intermediate checkpoints of one run each)."""
+    before = sec.get("before", {}).get("runs", [])
+    curves = sec.get("curves", {})
+    if not before and not curves:
+        return []
+    lines = ["### Quality against training time: the recipe before and after issue 18", "",
+             "B15/N4, fused prediction, the multi-view evaluation of the quality section on each "
+             "run's own val scenes. *Before*: " + sec.get("before", {}).get("note", "") + ". "
+             "*After*: intermediate checkpoints of one run each (`python -m "
+             "benchmarks.recipe_curve`), so a point is part-way down its run's schedule.", ""]
+    if img_dir is not None:
+        plot_recipe(before, curves, img_dir / "quality_vs_time.png")
+        lines += ["![quality against training time](img/quality_vs_time.png)", ""]
+    lines += ["| recipe | step | train min | fused hIoU | fused base | fused novel | 3D base | "
+              "3D novel |", "|---|---|---|---|---|---|---|---|"]
+
+    def row(name, pt):
+        p = pt["predictions"]
+        return (f"| {name} | {pt['steps'] if 'steps' in pt else pt['step']} | "
+                f"{pt['train_s'] / 60:.1f} | {p['fused']['hIoU']:.1f} | "
+                f"{p['fused']['mIoU_base']:.1f} | {p['fused']['mIoU_novel']:.1f} | "
+                f"{p['3d']['mIoU_base']:.1f} | {p['3d']['mIoU_novel']:.1f} |")
+
+    lines += [row(f"before (seed {r['seed']})", r) for r in before]
+    for name, c in curves.items():
+        lines += [row(name, pt) for pt in c["points"]]
+        if c.get("note"):
+            lines += [f"| *{name}*: {c['note']} |||||||| "]
+    return lines
+
+
+def plot_recipe(before: list[dict], curves: dict, path: Path) -> None:
+    """Fused mIoU base and novel against training minutes, before and after."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, metric, title in ((axes[0], "mIoU_base", "base classes"),
+                              (axes[1], "mIoU_novel", "novel classes")):
+        if before:
+            ax.plot([r["train_s"] / 60 for r in before],
+                    [r["predictions"]["fused"][metric] for r in before], "o", color="grey",
+                    label="before (complete runs)")
+        for name, c in curves.items():
+            pts = c["points"]
+            ax.plot([p["train_s"] / 60 for p in pts],
+                    [p["predictions"]["fused"][metric] for p in pts], marker="o", label=name)
+        ax.axhline(TARGETS[metric], color="grey", ls="--", lw=1, label="target")
+        ax.axvline(30, color="k", ls=":", lw=1)
+        ax.set_xlabel("training time (min, 2-core VM)")
+        ax.set_title(f"fused mIoU, {title}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("mIoU (%)")
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle("Synthetic B15/N4, tiny model: quality against training time")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda t: fig.savefig(t, dpi=110, format="png"))
+    plt.close(fig)
+
+
 # the paper's finding per ablation: the full model (first row) beats the variant in hIoU
 PAPER_FINDINGS = {
     "condition: none": "the 3D global condition beats no condition",
@@ -395,6 +460,8 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
         lines += quality_tables(data["quality"]) + [""]
         budget = budget_tables(data["quality"], img)
         lines += budget + [""] if budget else []
+    if data.get("recipe"):
+        lines += recipe_tables(data["recipe"], img) + [""]
     if data.get("learning3d"):
         lines += learning3d_tables(data["learning3d"]) + [""]
     if "real_scan" in data:

@@ -22,7 +22,8 @@ def scannet_view_batch(cfg: XMask3DConfig, *, frame: int = 0, train: bool = True
     full = scene.labels[pmap.point_idx]
     names = split.base_names if train else split.class_names
     sample = make_view_sample(scene, view, pmap, voxel_size=cfg.data.voxel_size,
-                              labels=table[full], binary_labels=binary[full], class_names=names)
+                              labels=table[full], binary_labels=binary[full], class_names=names,
+                              height_channel=cfg.data.height_channel)
     batch = collate_views([sample])
     if batch.labels_2d is None:   # the fixture has no 2D labels: splat the visible points' labels
         import torch

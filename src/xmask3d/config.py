@@ -33,6 +33,7 @@ class DataCfg:
     region_depth_factor: float = 0.5      # ... this * metric box size), data/regions.py
     image_hw: list[int] = field(default_factory=lambda: [240, 320])  # view size (H, W)
     voxel_size: float = 0.02              # metres
+    height_channel: bool = False          # 4th 3D input: height above the scene's floor (ours)
     rel_thresh: float = 0.25              # depth visibility: |D - z| <= rel_thresh * D
     border: int = 10                      # pixels cut at the image border
     min_visible: int = 400                # a usable view sees more points than this

@@ -97,7 +97,8 @@ def test_3d_chunks_equal_the_direct_3d_branch(micro_ckpt, room_factory):
     acc = inference.run_3d_chunks(lm, scene, score_fn=score_fn, width=2,
                                   chunk_points=len(pts), progress=False)
     batch = collate_views([make_sample(scene, np.arange(len(pts)),
-                                       voxel_size=lm.cfg.data.voxel_size, class_names=("p",))])
+                                       voxel_size=lm.cfg.data.voxel_size, class_names=("p",),
+                                       height_channel=lm.cfg.data.height_channel)])
     with torch.no_grad():
         ref = lm.model.encode_3d(batch)[0]
     torch.testing.assert_close(feats_seen[0], ref)

@@ -120,7 +120,8 @@ def test_query_3d_only_matches_the_3d_features(room_ply, micro_ckpt, tmp_path, n
     # the model runs in the scan's canonical frame (metres, +z up, floor at 0)
     scene = Scene("room", detect_frame(cloud.points).apply(cloud.points), cloud.colors)
     batch = collate_views([make_sample(scene, np.arange(scene.num_points),
-                                       voxel_size=lm.cfg.data.voxel_size, class_names=("p",))])
+                                       voxel_size=lm.cfg.data.voxel_size, class_names=("p",),
+                                       height_channel=lm.cfg.data.height_channel)])
     with torch.no_grad():
         feats = lm.model.encode_3d(batch)[0]
         ref = relevance(feats, lm.text.encode_captions(["a table"]),

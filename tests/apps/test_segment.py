@@ -236,7 +236,8 @@ def test_segment_end_to_end_with_views_and_3d_only(room_ply, room_views, micro_c
     scene = Scene("room", detect_frame(cloud.points).apply(cloud.points),
                   read_ply(room_ply).colors)
     batch = collate_views([make_sample(scene, np.arange(scene.num_points),
-                                       voxel_size=lm.cfg.data.voxel_size, class_names=("p",))])
+                                       voxel_size=lm.cfg.data.voxel_size, class_names=("p",),
+                                       height_channel=lm.cfg.data.height_channel)])
     embeds = lm.text.class_embeddings(["floor", "wall", "table", "ceiling", "door", "window"])
     with torch.no_grad():
         feats = lm.model.encode_3d(batch)[0]

@@ -61,3 +61,27 @@ def test_budget_runs_take_the_first_budget_seeds_and_skip_finished_ones(tmp_path
     Q.run_quality(tmp_path, results, proto=proto, splits=[], ablations=[], runs_dir=tmp_path,
                   budget=[1000], budget_seeds=1)
     assert seen == []                                  # the default: first seed only, done
+
+
+def test_claim_rows_get_three_seeds_and_the_others_two(tmp_path, monkeypatch):
+    import benchmarks.quality as Q
+
+    proto = Q.Protocol(seeds=(0, 1))
+    seen = []
+    monkeypatch.setattr(Q, "ensure_data", lambda root, p: root)
+    monkeypatch.setattr(Q, "_pool", lambda tasks, **kw: seen.extend(tasks))
+    Q.run_quality(tmp_path, tmp_path / "results.json", proto=proto, splits=["B15/N4", "B12/N7"],
+                  ablations=list(Q.ABLATIONS), runs_dir=tmp_path)
+    seeds: dict[str, list[int]] = {}
+    for t in seen:
+        seeds.setdefault(t.name, []).append(t.seed)
+    # the full model of the ablation table is the B15/N4 split row: trained once, 3 seeds
+    assert seeds.pop("B15/N4") == [0, 1, 2] and seeds.pop("B12/N7") == [0, 1]
+    assert not any(n.startswith("full") for n in seeds)
+    for name, got in seeds.items():
+        assert got == ([0, 1, 2] if name in Q.CLAIM_ROWS else [0, 1]), name
+    assert {"condition: none", "no 3D-2D fusion", "view captions only (no region-caption "
+            "contrast)"} <= set(seeds)
+    # seed-major: every row's first seed comes before any row's second
+    first_second = next(i for i, t in enumerate(seen) if t.seed == 1)
+    assert all(t.seed == 0 for t in seen[:first_second]) and len(seen[:first_second]) == 10

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from xmask3d.data.dataset import ViewDataset, collate_views, label_tables
+from xmask3d.data.dataset import (
+    ViewDataset,
+    collate_views,
+    height_input,
+    label_tables,
+    make_view_sample,
+)
 from xmask3d.data.labels import SCANNET20_NYU40_IDS
 from xmask3d.data.processed import (
     ProcessedLayout,
@@ -15,9 +21,10 @@ from xmask3d.data.processed import (
     write_intrinsics,
     write_view,
 )
-from xmask3d.data.projection import point_pixel_map, project_points
-from xmask3d.data.scene import IGNORE_LABEL
+from xmask3d.data.projection import PointPixelMap, point_pixel_map, project_points
+from xmask3d.data.scene import IGNORE_LABEL, Scene, View
 from xmask3d.data.splits import get_split
+from xmask3d.data.voxelize import voxelize
 from xmask3d.errors import DataError
 
 SPLIT = get_split("scannet_b15n4")  # novel 5, 9, 12, 16; ignore 19
@@ -354,3 +361,47 @@ def test_region_targets_are_collated_with_offsets(region_root):
     ev = ViewDataset(layout, "train", category_split=SPLIT, mode="eval")
     assert ev[0].region_index is None                          # training targets only
     assert collate_views([ev[0]]).point_region is None
+
+
+def _room_with_outliers(floor: float = 0.3) -> Scene:
+    """A floor at z = ``floor``, a box from the floor to 1 m above it, and 0.5 % of the points
+    far below the floor (sensor noise) that must not move the floor."""
+    rng = np.random.default_rng(3)
+    floor_pts = np.c_[rng.uniform(0, 3, (3000, 2)), np.full(3000, floor)]
+    box = np.c_[rng.uniform(1, 1.5, (1000, 2)), rng.uniform(floor, floor + 1.0, 1000)]
+    noise = np.c_[rng.uniform(0, 3, (20, 2)), np.full(20, floor - 5.0)]
+    pts = np.concatenate([floor_pts, box, noise]).astype(np.float32)
+    cols = rng.integers(0, 256, (len(pts), 3)).astype(np.uint8)
+    return Scene(name="room", points=pts, colors=cols, labels=np.zeros(len(pts), np.int64))
+
+
+def test_height_input_is_height_above_a_robust_floor():
+    scene = _room_with_outliers(floor=0.3)
+    idx = np.arange(3000, 4000)
+    h = height_input(scene, idx)
+    assert h.dtype == np.float32
+    np.testing.assert_allclose(h, scene.points[idx, 2] - 0.3 - 1.0, atol=1e-6)
+    assert h.min() >= -1.0 - 1e-6 and h.max() <= 0.0 + 1e-6
+
+
+def test_view_sample_height_channel_is_the_first_point_of_each_voxel():
+    scene = _room_with_outliers(floor=0.3)
+    idx = np.arange(2000, 4000)                 # floor and box points, a "view" of the room
+    view = View(name="v", color=np.zeros((4, 4, 3), np.uint8), pose=np.eye(4),
+                intrinsics=np.eye(3))
+    pmap = PointPixelMap(idx, np.zeros((len(idx), 2), np.int64))
+    rgb = make_view_sample(scene, view, pmap, voxel_size=0.1)
+    with_h = make_view_sample(scene, view, pmap, voxel_size=0.1, height_channel=True)
+    assert rgb.voxel_feats.shape[1] == 3 and with_h.voxel_feats.shape[1] == 4
+    np.testing.assert_array_equal(with_h.voxel_feats[:, :3], rgb.voxel_feats)
+    _, _, first = voxelize(scene.points[idx], 0.1)
+    np.testing.assert_allclose(with_h.voxel_feats[:, 3], scene.points[idx][first, 2] - 1.3,
+                               atol=1e-6)
+    # the box's top voxels are ~1 m above the floor, the floor's at 0 (before the -1 shift)
+    assert with_h.voxel_feats[:, 3].max() > -0.15 and with_h.voxel_feats[:, 3].min() < -0.95
+
+
+def test_dataset_passes_the_height_channel(layout):
+    s = _dataset(layout, height_channel=True)[0]
+    assert s.voxel_feats.shape[1] == 4
+    np.testing.assert_allclose(s.voxel_feats[:, 3], -1.0, atol=1e-6)   # a flat floor at z = 0

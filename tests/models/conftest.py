@@ -48,12 +48,15 @@ def make_batch(cfg: XMask3DConfig, *, batch_size: int = 2, points: int = 400, se
     rc_t = torch.from_numpy(np.concatenate(rcs))
     labels_2d[bidx, rc_t[:, 0], rc_t[:, 1]] = lab_t
     colors = (lab_t.clamp(max=6).float()[:, None] / 6.0).expand(-1, 3) * 2 - 1
+    feats = colors
+    if cfg.data.height_channel:                      # the height input: z - floor (0) - 1
+        feats = torch.cat([colors, pts_t[:, 2:] - 1.0], 1)
     return ViewBatch(
         points=pts_t, colors=colors.contiguous(),
         point_offsets=torch.arange(batch_size + 1) * points, point_index=torch.arange(len(pts_t)),
         pixel_rc=rc_t, voxel_coords=uniq.int().contiguous(),
-        voxel_feats=torch.zeros(len(uniq), 3).index_reduce_(0, inv, colors, "mean",
-                                                            include_self=False),
+        voxel_feats=torch.zeros(len(uniq), feats.shape[1]).index_reduce_(0, inv, feats, "mean",
+                                                                         include_self=False),
         point2voxel=inv, images=images, labels=lab_t,
         binary_labels=(lab_t < 3).long(), labels_2d=labels_2d,
         captions=["a bedroom with a bed and a chair"] * batch_size,

@@ -84,6 +84,19 @@ def test_every_trainable_parameter_gets_a_gradient(micro_cfg, batch_factory):
     assert missing == []
 
 
+@pytest.mark.parametrize("height", [False, True])
+def test_height_channel_widens_both_3d_inputs(height, micro_overrides, batch_factory):
+    cfg = load_config("tiny/scannet_b15n4", [*micro_overrides, f"data.height_channel={height}"])
+    model = _model(cfg)
+    batch = batch_factory(cfg)
+    assert batch.voxel_feats.shape[1] == (4 if height else 3)
+    for net in (model.backbone3d, model.binary_net):       # stem weight: (C_out, k, k, k, C_in)
+        assert net.stem[0].weight.shape[-1] == (4 if height else 3)
+    losses = _total_loss(cfg, model, batch)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_frozen_unet_gets_no_gradient_but_condition_does(micro_overrides, batch_factory):
     cfg = load_config("tiny/scannet_b15n4", [*micro_overrides, "mask2d.freeze_unet=true"])
     model = _model(cfg)

@@ -164,7 +164,8 @@ def _even_subset(n: int, k: int) -> np.ndarray:
 
 def make_sample(scene: Scene, point_idx: np.ndarray, *, voxel_size: float,
                 class_names: Sequence[str], image: np.ndarray | None = None,
-                pixel_rc: np.ndarray | None = None, view_name: str = "") -> ViewSample:
+                pixel_rc: np.ndarray | None = None, view_name: str = "",
+                height_channel: bool = False) -> ViewSample:
     """A ``ViewSample`` of the scene points ``point_idx`` (labels all ignore).
 
     ``image`` is (H, W, 3) uint8; without one (3D-only) a 1x1 black image stands in.
@@ -175,7 +176,8 @@ def make_sample(scene: Scene, point_idx: np.ndarray, *, voxel_size: float,
     pmap = PointPixelMap(np.asarray(point_idx, np.int64),
                          np.zeros((n, 2), np.int64) if pixel_rc is None else pixel_rc)
     return make_view_sample(scene, view, pmap, voxel_size=voxel_size,
-                            binary_labels=np.zeros(n, np.int64), class_names=tuple(class_names))
+                            binary_labels=np.zeros(n, np.int64), class_names=tuple(class_names),
+                            height_channel=height_channel)
 
 
 def prepare_view(scene: Scene, view: View, *, hw: tuple[int, int], rel_thresh: float,
@@ -210,7 +212,7 @@ def _view_samples(lm: LoadedModel, scene: Scene, views: Sequence[View], *,
         keep = _even_subset(len(pmap), max_view_points)
         yield make_sample(scene, pmap.point_idx[keep], voxel_size=cfg.voxel_size,
                           class_names=class_names, image=view.color, pixel_rc=pmap.rc[keep],
-                          view_name=view.name)
+                          view_name=view.name, height_channel=cfg.height_channel)
 
 
 @torch.no_grad()
@@ -312,7 +314,9 @@ def run_3d_chunks(lm: LoadedModel, scene: Scene, *, score_fn: PointScoreFn, widt
     for core in tqdm(chunks, unit="chunk", desc="3D chunks", disable=not progress):
         idx = _with_context(scene.points, core, margin=margin, max_extra=chunk_points)
         batch = collate_views([make_sample(scene, idx, voxel_size=lm.cfg.data.voxel_size,
-                                           class_names=("point",))]).to(lm.device)
+                                           class_names=("point",),
+                                           height_channel=lm.cfg.data.height_channel)
+                               ]).to(lm.device)
         with lm.autocast():
             feats, _, binary = lm.model.encode_3d(batch)
             out = score_fn(feats[: len(core)], binary[: len(core)], scale)

@@ -32,7 +32,7 @@ class ViewBatch:
         point_index: (P,) int64 index of each point in its full scene (for multi-view voting).
         pixel_rc: (P, 2) int64 (row, col) of each point in its view, at the image resolution.
         voxel_coords: (V, 4) int32 ``[batch, x, y, z]`` voxel grid indices (contiguous).
-        voxel_feats: (V, 3) float32 voxel colours in [-1, 1].
+        voxel_feats: (V, 3) float32 voxel colours in [-1, 1]; (V, 4) with the height input.
         point2voxel: (P,) int64 voxel of each point (index into the concatenated voxels).
         images: (B, 3, H, W) float32 RGB in [0, 1].
         labels: (P,) int64 point labels indexing ``class_names``, or ``None`` at inference.

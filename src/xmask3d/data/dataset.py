@@ -44,7 +44,8 @@ class ViewSample:
         point_index: (n,) int64 index of each point in its full scene.
         pixel_rc: (n, 2) int64 (row, col) of each point at the image resolution.
         voxel_coords: (v, 3) int32 voxel grid indices, minimum 0 per axis.
-        voxel_feats: (v, 3) float32 voxel colours in [-1, 1] (first point of each voxel).
+        voxel_feats: (v, 3) float32 voxel colours in [-1, 1] (first point of each voxel), with a
+            4th column, the height input (:func:`height_input`), when the model takes one.
         point2voxel: (n,) int64 voxel of each point.
         image: (3, H, W) float32 RGB in [0, 1].
         labels: (n,) int64 labels indexing ``class_names`` (``IGNORE_LABEL`` elsewhere).
@@ -76,11 +77,32 @@ class ViewSample:
     region_captions: tuple[str, ...] = ()
 
 
+# robust floor of a scene: this quantile of its z (metres); a few points below the floor (sensor
+# noise, reflections) do not move it
+FLOOR_QUANTILE = 0.01
+
+
+def height_input(scene: Scene, idx: np.ndarray) -> np.ndarray:
+    """The height channel of points ``idx`` of ``scene``: ``z - floor - 1`` in metres (float32).
+
+    ``floor`` is the 1st percentile of the whole scene's z, so a view and a chunk of a scene get
+    the same heights; the 1 m shift centres the values of a room. The scene must be z-up in
+    metres: the processed datasets are, and ``segment`` / ``query`` bring a user's scan into
+    that frame first (data/orientation.py). Our addition: the published model reads RGB only.
+    """
+    z = scene.points[:, 2]
+    if len(z) == 0:
+        return np.zeros(0, np.float32)
+    floor = float(np.quantile(z, FLOOR_QUANTILE))
+    return (z[idx] - floor - 1.0).astype(np.float32)
+
+
 def make_view_sample(scene: Scene, view: View, pmap: PointPixelMap, *, voxel_size: float,
                      labels: np.ndarray | None = None, binary_labels: np.ndarray | None = None,
                      labels_2d: np.ndarray | None = None, class_names: tuple[str, ...] = (),
                      augment: dict | None = None, color_augment: dict | None = None,
-                     rng: np.random.Generator | None = None) -> ViewSample:
+                     rng: np.random.Generator | None = None,
+                     height_channel: bool = False) -> ViewSample:
     """Build the sample of one view: its visible points, their voxels, pixels and the image.
 
     Args:
@@ -95,6 +117,7 @@ def make_view_sample(scene: Scene, view: View, pmap: PointPixelMap, *, voxel_siz
         color_augment: keyword arguments of :func:`augment_colors` (training only), or ``None``;
             drawn after the geometric augmentation.
         rng: the generator used by the augmentation.
+        height_channel: append :func:`height_input` to the voxel features (``data.height_channel``).
     """
     idx = pmap.point_idx
     points = scene.points[idx].astype(np.float32)
@@ -103,10 +126,13 @@ def make_view_sample(scene: Scene, view: View, pmap: PointPixelMap, *, voxel_siz
     if color_augment is not None:
         colors = augment_colors(colors, rng, **color_augment)
     coords, point2voxel, first = voxelize(grid_points, voxel_size)
+    voxel_feats = colors[first]
+    if height_channel:
+        voxel_feats = np.concatenate([voxel_feats, height_input(scene, idx)[first, None]], axis=1)
     n = len(idx)
     return ViewSample(
         scene_name=scene.name, view_name=view.name, points=points, colors=colors,
-        point_index=idx, pixel_rc=pmap.rc, voxel_coords=coords, voxel_feats=colors[first],
+        point_index=idx, pixel_rc=pmap.rc, voxel_coords=coords, voxel_feats=voxel_feats,
         point2voxel=point2voxel,
         image=np.ascontiguousarray(view.color.transpose(2, 0, 1), dtype=np.float32) / 255.0,
         labels=np.full(n, IGNORE_LABEL, np.int64) if labels is None else labels,
@@ -192,6 +218,7 @@ class ViewDataset(Dataset):
         seed: base seed of the per-item generators.
         scenes: restrict to these scene names (default: every scene of ``split``).
         cache_size: number of loaded scenes kept in memory.
+        height_channel: append the height input to the voxel features (:func:`height_input`).
     """
 
     def __init__(self, layout: ProcessedLayout, split: str, *, category_split: CategorySplit,
@@ -205,7 +232,8 @@ class ViewDataset(Dataset):
                  color_contrast: float = 0.0, color_shift: float = 0.0,
                  color_jitter: float = 0.0, binary_mode: str = "ours",
                  region_min_margin: float = 0.2, region_depth_factor: float = 0.5, seed: int = 0,
-                 scenes: list[str] | None = None, cache_size: int = 4) -> None:
+                 scenes: list[str] | None = None, cache_size: int = 4,
+                 height_channel: bool = False) -> None:
         self.label_table, self.binary_table = label_tables(category_split, mode, binary_mode)
         if len(image_hw) != 2 or min(image_hw) <= 0:
             raise DataError(None, f"image_hw must be two positive ints, got {image_hw}")
@@ -216,6 +244,7 @@ class ViewDataset(Dataset):
         self.category_split = category_split
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
         self.voxel_size, self.min_visible, self.min_valid = voxel_size, min_visible, min_valid
+        self.height_channel = bool(height_channel)
         if max_visible is None:
             max_visible = TRAIN_MAX_VISIBLE if mode == "train" else None
         self.max_visible = max_visible
@@ -334,7 +363,8 @@ class ViewDataset(Dataset):
             binary_labels=self.binary_table[full], labels_2d=labels_2d,
             class_names=self.class_names,
             augment=self.aug_params if augment else None,
-            color_augment=self.color_params if augment else None, rng=rng)
+            color_augment=self.color_params if augment else None, rng=rng,
+            height_channel=self.height_channel)
         if self.mode == "train" and view.regions:
             depth = project_points(sample.points, view.pose, view.intrinsics, view.hw)[1]
             focal = 0.5 * float(view.intrinsics[0, 0] + view.intrinsics[1, 1])

@@ -82,7 +82,8 @@ def view_dataset(cfg: XMask3DConfig, layout: ProcessedLayout, *, split: str, mod
         scale=(d.scale_min, d.scale_max), jitter=d.jitter, color_contrast=d.color_contrast,
         color_shift=d.color_shift, color_jitter=d.color_jitter, binary_mode=d.binary_mode,
         region_min_margin=d.region_min_margin, region_depth_factor=d.region_depth_factor,
-        seed=cfg.train.seed, scenes=scenes, cache_size=d.scene_cache)
+        seed=cfg.train.seed, scenes=scenes, cache_size=d.scene_cache,
+        height_channel=d.height_channel)
 
 
 def eval_vocabulary(split: CategorySplit) -> tuple[list[str], list[int], list[bool]]:

@@ -132,12 +132,18 @@ def build_clip_head(cfg: XMask3DConfig) -> nn.Module | None:
     return CLIPMaskTokenHead(vision)
 
 
+def input_channels(cfg: XMask3DConfig) -> int:
+    """Width of the 3D networks' voxel input: RGB, plus the height when ``data.height_channel``."""
+    return 4 if cfg.data.height_channel else 3
+
+
 def build_model(cfg: XMask3DConfig, *, text_dim: int) -> XMask3D:
     """Build XMask3D from a validated config; ``text_dim`` is the text encoder's width E."""
     b = cfg.backbone3d
-    backbone = _sparse_unet(3, b.out_channels, enc=b.enc_channels, enc_blocks=b.enc_blocks,
+    in_ch = input_channels(cfg)
+    backbone = _sparse_unet(in_ch, b.out_channels, enc=b.enc_channels, enc_blocks=b.enc_blocks,
                             dec=b.dec_channels, dec_blocks=b.dec_blocks, cfg=cfg)
-    binary_net = _sparse_unet(3, b.binary_out_channels, enc=b.binary_enc_channels,
+    binary_net = _sparse_unet(in_ch, b.binary_out_channels, enc=b.binary_enc_channels,
                               enc_blocks=b.binary_enc_blocks, dec=b.binary_dec_channels,
                               dec_blocks=b.binary_dec_blocks, cfg=cfg)
     binary_head = nn.Sequential(nn.BatchNorm1d(b.binary_out_channels), nn.ReLU(),
