@@ -1,7 +1,7 @@
 """``python -m benchmarks`` (``make bench``): regenerate docs/RESULTS.md and docs/results.json.
 
 Sections: ``quality`` (synthetic benchmark, three splits x seeds), ``ablations`` (B15/N4),
-``budget`` (the full B15/N4 model at larger training budgets, first seed), ``learning3d``
+``budget`` (the full B15/N4 model at shorter training budgets, first seed), ``learning3d``
 (diagnostic: the 3D network alone at the protocol's budget and two learning rates), ``real``
 (ScanNet scene0000_00 with its three frames), ``speed`` (tiny per-view timing, full-size
 forward, segment cost curve, sparse backends and FLOP/s). ``--quick`` runs a tiny version of the
@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--splits", nargs="*", default=list(SPLIT_CONFIGS))
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS))
     p.add_argument("--budget-steps", type=int, nargs="*", default=None,
-                   help=f"larger budgets of the budget section (default {list(BUDGET_STEPS)})")
+                   help=f"other budgets of the budget section (default {list(BUDGET_STEPS)})")
     p.add_argument("--budget-seeds", type=int, default=1,
-                   help="seeds of each larger budget (the first N of --seeds; default 1)")
+                   help="seeds of each other budget (the first N of --seeds; default 1)")
     p.add_argument("--seeds", type=int, nargs="*", default=None,
                    help="training seeds of the quality runs (default 0 1)")
     p.add_argument("--jobs", type=int, default=1,

@@ -435,12 +435,35 @@ def how_to_run(data: dict) -> list[str]:
     lines = ["Regenerate: `make bench` (every section), or one section at a time: "
              "`python -m benchmarks --only quality --jobs 2` (three splits x seeds; `--jobs 2` "
              "trains two seeds at once, one thread each), `--only ablations --jobs 2`, "
-             "`--only budget --jobs 2` (the full B15/N4 model at larger budgets), "
+             "`--only budget --jobs 2` (the full B15/N4 model at shorter budgets: quality "
+             "against training time), "
              "`--only learning3d` (diagnostic: the 3D network alone), `--only real` (needs "
              "../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
              "Finished runs of the same protocol are kept in results.json and not re-run; delete "
              "the file to start over."]
-    if seen:
+    from benchmarks.quality import (ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol,
+                                    _protocol_key)
+
+    now = Protocol()
+    stored = {k: v for k, v in q.get("protocol", {}).items() if k != "seeds"}
+    if stored and stored != _protocol_key(now):
+        runs = sum(len(now.row_seeds("splits", n)) for n in SPLIT_CONFIGS) + sum(
+            len(now.row_seeds("ablations", n)) for n in ABLATIONS if not n.startswith("full"))
+        share = sum(BUDGET_STEPS) / now.steps
+        ref = next(iter(data.get("recipe", {}).get("curves", {}).values()), {}).get("points")
+        lines[0] += (f" **The quality tables below were measured under an earlier protocol** "
+                     f"(stated in them). `make bench` now runs the protocol of "
+                     f"`benchmarks/quality.py`: {now.scenes} rooms, {now.steps} steps, "
+                     f"{runs} runs plus the shorter budgets ({share:.2f} of a run)")
+        if ref:
+            per = ref[-1]["train_s"] / 60 + 1.0          # + about 1 min of evaluation
+            hours = (runs + share) * per / 2 / 60
+            lines[0] += (f"; one {ref[-1]['step']}-step run took {ref[-1]['train_s'] / 60:.1f} min "
+                         f"of training at 1 thread beside a second run, so two at a time the "
+                         f"quality and ablation runs take about {hours:.1f} h (an estimate from "
+                         "that one run, not a measured `make bench`)")
+        lines[0] += "."
+    elif seen:
         lines[0] += (f" The {len(seen)} training runs in this file took {total / 3600:.1f} h of "
                      "training in total on the 2-core machine (evaluation adds about 15 s per "
                      f"run); run as they were (two at a time where marked), they take about "
