@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-from benchmarks.quality import ABLATIONS
+from benchmarks.quality import ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol, _protocol_key
 from xmask3d.data.processed import atomic_write
 
 PAPER_B15N4 = {"XMask3D (paper, ScanNet)": (70.0, 69.8, 70.2)}
@@ -441,9 +441,6 @@ def how_to_run(data: dict) -> list[str]:
              "../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
              "Finished runs of the same protocol are kept in results.json and not re-run; delete "
              "the file to start over."]
-    from benchmarks.quality import (ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol,
-                                    _protocol_key)
-
     now = Protocol()
     stored = {k: v for k, v in q.get("protocol", {}).items() if k != "seeds"}
     if stored and stored != _protocol_key(now):
