@@ -441,6 +441,12 @@ def how_to_run(data: dict) -> list[str]:
              "../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
              "Finished runs of the same protocol are kept in results.json and not re-run; delete "
              "the file to start over."]
+    if seen:
+        lines[0] += (f" The {len(seen)} training runs in this file took {total / 3600:.1f} h of "
+                     "training in total on the 2-core machine (evaluation adds about 15 s per "
+                     f"run); run as they were (two at a time where marked), they take about "
+                     f"{wall / 3600:.1f} h of wall time, so a fresh `make bench` takes about "
+                     f"{wall / 3600 + 0.1:.1f} h with the speed section (about 5 min).")
     now = Protocol()
     stored = {k: v for k, v in q.get("protocol", {}).items() if k != "seeds"}
     if stored and stored != _protocol_key(now):
@@ -460,12 +466,6 @@ def how_to_run(data: dict) -> list[str]:
                          f"quality and ablation runs take about {hours:.1f} h (an estimate from "
                          "that one run, not a measured `make bench`)")
         lines[0] += "."
-    elif seen:
-        lines[0] += (f" The {len(seen)} training runs in this file took {total / 3600:.1f} h of "
-                     "training in total on the 2-core machine (evaluation adds about 15 s per "
-                     f"run); run as they were (two at a time where marked), they take about "
-                     f"{wall / 3600:.1f} h of wall time, so a fresh `make bench` takes about "
-                     f"{wall / 3600 + 0.1:.1f} h with the speed section (about 5 min).")
     return lines
 
 
