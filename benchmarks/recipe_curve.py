@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(last.pt is always added)")
     p.add_argument("--results", default="docs/results.json")
     p.add_argument("--note", default="", help="what the run was (stored with the curve)")
+    p.add_argument("--untimed", action="store_true", help="the run shared the cores with other "
+                   "jobs: its quality counts, its time does not (left out of the figure)")
     a = p.parse_args(argv)
     run, results = Path(a.run), Path(a.results)
     ckpts = sorted({*run.glob(a.ckpt_glob), run / "last.pt"} - {Path()})
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(str(run / "config.yaml"))
     section.setdefault("curves", {})[a.label] = {
         "run": str(run), "note": a.note, "train_threads": cfg.train.threads,
+        "timed": not a.untimed,
         "points": [points[s] for s in sorted(points)]}
     merge_results(results, "recipe", section)
     print(json.dumps(section["curves"][a.label]["points"][-1]))

@@ -153,7 +153,8 @@ def recipe_tables(sec: dict, img_dir: Path | None) -> list[str]:
              "B15/N4, fused prediction, the multi-view evaluation of the quality section on each "
              "run's own val scenes. *Before*: " + sec.get("before", {}).get("note", "") + ". "
              "*After*: intermediate checkpoints of one run each (`python -m "
-             "benchmarks.recipe_curve`), so a point is part-way down its run's schedule.", ""]
+             "benchmarks.recipe_curve`), so a point is part-way down its run's schedule. Runs "
+             "that shared the cores with other jobs are in the table, not in the figure.", ""]
     if img_dir is not None:
         plot_recipe(before, curves, img_dir / "quality_vs_time.png")
         lines += ["![quality against training time](img/quality_vs_time.png)", ""]
@@ -190,6 +191,8 @@ def plot_recipe(before: list[dict], curves: dict, path: Path) -> None:
                     [r["predictions"]["fused"][metric] for r in before], "o", color="grey",
                     label="before (complete runs)")
         for name, c in curves.items():
+            if not c.get("timed", True):         # shared the cores: its time means nothing
+                continue
             pts = c["points"]
             ax.plot([p["train_s"] / 60 for p in pts],
                     [p["predictions"]["fused"][metric] for p in pts], marker="o", label=name)

@@ -124,3 +124,40 @@ def test_learning3d_table_from_hand_made_curves(tmp_path):
     assert "| 0.01 | 13.0 | 27.5 | 31.8 | 0.50 | 120 |" in text
     assert "Diagnostic: the 3D network alone" in text
     assert "| 500 | 91.6 % | 89.3 % | 32.7 % | 25.0 % |" in text
+
+
+def test_recipe_section_tables_every_run_and_plots_only_timed_ones(tmp_path, monkeypatch):
+    import benchmarks.report as R
+
+    def pt(step, secs, base):
+        preds = {k: {"hIoU": 10.0, "mIoU_base": base, "mIoU_novel": 5.0} for k in ("fused", "3d")}
+        return {"step": step, "train_s": secs, "predictions": preds}
+
+    sec = {"before": {"note": "old", "runs": [{**pt(250, 600.0, 20.0), "steps": 250,
+                                                "seed": 0}]},
+           "curves": {"new": {"points": [pt(100, 300.0, 30.0), pt(200, 600.0, 40.0)],
+                              "timed": True},
+                      "busy": {"points": [pt(200, 1800.0, 41.0)], "timed": False}}}
+    plotted = {}
+    monkeypatch.setattr(R, "plot_recipe", lambda before, curves, path: plotted.update(
+        {n: c for n, c in curves.items() if c.get("timed", True)}))
+    lines = R.recipe_tables(sec, tmp_path)
+    rows = [ln for ln in lines if ln.startswith("| before") or ln.startswith("| new")
+            or ln.startswith("| busy")]
+    assert rows == ["| before (seed 0) | 250 | 10.0 | 10.0 | 20.0 | 5.0 | 20.0 | 5.0 |",
+                    "| new | 100 | 5.0 | 10.0 | 30.0 | 5.0 | 30.0 | 5.0 |",
+                    "| new | 200 | 10.0 | 10.0 | 40.0 | 5.0 | 40.0 | 5.0 |",
+                    "| busy | 200 | 30.0 | 10.0 | 41.0 | 5.0 | 41.0 | 5.0 |"]
+    assert list(plotted) == ["new"]
+
+
+def test_train_seconds_are_summed_from_the_log_windows(tmp_path):
+    from benchmarks.recipe_curve import train_seconds_by_step
+
+    (tmp_path / "config.yaml").write_text("base: tiny/scannet_b15n4\n")
+    recs = [{"kind": "train", "step": 5, "views_per_s": 2.0},
+            {"kind": "eval", "step": 5},
+            {"kind": "train", "step": 10, "views_per_s": 4.0}]
+    (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    # 5 steps x 4 views / 2 views/s = 10 s, then 5 x 4 / 4 = 5 s more
+    assert train_seconds_by_step(tmp_path / "log.jsonl") == {5: 10.0, 10: 15.0}
