@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                    "jobs: its quality counts, its time does not (left out of the figure)")
     a = p.parse_args(argv)
     run, results = Path(a.run), Path(a.results)
-    ckpts = sorted({*run.glob(a.ckpt_glob), run / "last.pt"} - {Path()})
-    ckpts = [c for c in ckpts if c.is_file()]
+    ckpts = sorted(c for c in {*run.glob(a.ckpt_glob), run / "last.pt"} if c.is_file())
     if not ckpts:
         raise SystemExit(f"no checkpoint under {run}")
     data = json.loads(results.read_text()) if results.is_file() else {}

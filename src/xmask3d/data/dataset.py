@@ -77,24 +77,16 @@ class ViewSample:
     region_captions: tuple[str, ...] = ()
 
 
-# robust floor of a scene: this quantile of its z (metres); a few points below the floor (sensor
-# noise, reflections) do not move it
-FLOOR_QUANTILE = 0.01
-
-
 def height_input(scene: Scene, idx: np.ndarray) -> np.ndarray:
     """The height channel of points ``idx`` of ``scene``: ``z - floor - 1`` in metres (float32).
 
-    ``floor`` is the 1st percentile of the whole scene's z, so a view and a chunk of a scene get
+    ``floor`` is :attr:`Scene.floor_z` (1st percentile of the whole scene's z, computed once per
+    scene), so a view and a chunk of a scene get
     the same heights; the 1 m shift centres the values of a room. The scene must be z-up in
     metres: the processed datasets are, and ``segment`` / ``query`` bring a user's scan into
     that frame first (data/orientation.py). Our addition: the published model reads RGB only.
     """
-    z = scene.points[:, 2]
-    if len(z) == 0:
-        return np.zeros(0, np.float32)
-    floor = float(np.quantile(z, FLOOR_QUANTILE))
-    return (z[idx] - floor - 1.0).astype(np.float32)
+    return (scene.points[idx, 2] - scene.floor_z - 1.0).astype(np.float32)
 
 
 def make_view_sample(scene: Scene, view: View, pmap: PointPixelMap, *, voxel_size: float,

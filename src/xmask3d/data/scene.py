@@ -13,6 +13,7 @@ Conventions used across the project:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -51,6 +52,11 @@ class View:
         return int(self.color.shape[0]), int(self.color.shape[1])
 
 
+# robust floor of a scene: this quantile of its z (metres); a few points below the floor (sensor
+# noise, reflections) do not move it
+FLOOR_QUANTILE = 0.01
+
+
 @dataclass
 class Scene:
     """One scan: points with colours and optional labels, plus its views.
@@ -74,3 +80,11 @@ class Scene:
     @property
     def num_points(self) -> int:
         return int(self.points.shape[0])
+
+    @cached_property
+    def floor_z(self) -> float:
+        """A robust floor height: the ``FLOOR_QUANTILE`` quantile of the points' z (0.0 for an
+        empty scene). Computed once per scene; the points are not expected to change after."""
+        if self.num_points == 0:
+            return 0.0
+        return float(np.quantile(self.points[:, 2], FLOOR_QUANTILE))
