@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.quality import ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol, _protocol_key
+from benchmarks.real import real_segment_tables, real_tables
 from xmask3d.data.processed import atomic_write
 
 PAPER_B15N4 = {"XMask3D (paper, ScanNet)": (70.0, 69.8, 70.2)}
@@ -411,15 +412,6 @@ def novel_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def real_tables(r: dict) -> list[str]:
-    lines = ["## Real scan: ScanNet scene0000_00 (3 real frames, z-buffer visibility, B15/N4)", "",
-             r.get("note", ""), "", "| prediction | hIoU | mIoU base | mIoU novel |",
-             "|---|---|---|---|"]
-    for kind, v in r["predictions"].items():
-        lines.append(f"| {kind} | {v['hIoU']:.1f} | {v['mIoU_base']:.1f} | {v['mIoU_novel']:.1f} |")
-    return lines
-
-
 def how_to_run(data: dict) -> list[str]:
     """The commands that regenerate each section, and the training time the file holds."""
     q = data.get("quality", {})
@@ -489,6 +481,8 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
         lines += learning3d_tables(data["learning3d"]) + [""]
     if "real_scan" in data:
         lines += real_tables(data["real_scan"]) + [""]
+    if data.get("real_scan_segment"):
+        lines += real_segment_tables(data["real_scan_segment"]) + [""]
     if "speed" in data:
         if data["speed"].get("segment_curve"):
             plot_segment_curve(data["speed"]["segment_curve"], img / "segment_cost_curve.png")
