@@ -152,6 +152,8 @@ class LossCfg:
     region_fused: float = 0.0             # paper configs, on in the tiny ones
     region_temperature: float = 0.07      # 0 = the model's learned logit scale
     region_max_points: int = 0            # random cap on the entries of each term (0 = all)
+    point_balance: float = 0.0            # point CE class weights f_c ** -x from the training
+                                          # labels' frequencies (0 = plain CE, as published)
 
 
 @dataclass
@@ -347,6 +349,9 @@ def validate(cfg: XMask3DConfig) -> None:
     if cfg.loss.region_temperature < 0 or cfg.loss.region_max_points < 0:
         raise ConfigError("loss.region_temperature and loss.region_max_points must be >= 0 "
                           "(0 = the learned logit scale / no cap)")
+    if cfg.loss.point_balance < 0:
+        raise ConfigError(f"loss.point_balance must be >= 0 (0 = plain CE), got "
+                          f"{cfg.loss.point_balance}")
     if cfg.data.region_min_margin < 0 or cfg.data.region_depth_factor < 0:
         raise ConfigError("data.region_min_margin and data.region_depth_factor must be >= 0")
 

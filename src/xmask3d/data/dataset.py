@@ -284,6 +284,20 @@ class ViewDataset(Dataset):
         """Select the epoch whose view draws the training items use."""
         self.epoch = int(epoch)
 
+    def label_counts(self) -> np.ndarray:
+        """(K,) int64 points per class of :attr:`class_names` over every scene of the dataset
+        (whole scans, not views; each scene is read once, outside the cache)."""
+        counts = np.zeros(len(self.class_names), np.int64)
+        for name in self.scenes:
+            scene = self.layout.load_scene(self.split, name,
+                                           label_set=self.category_split.label_set)
+            if scene.labels is None:
+                continue
+            lab = self.label_table[_full_space(scene.labels, self.category_split.num_classes)]
+            lab = lab[lab != IGNORE_LABEL]
+            counts += np.bincount(lab, minlength=len(counts))[: len(counts)]
+        return counts
+
     def __len__(self) -> int:
         if self.mode == "train":
             return self.loop * len(self.scenes)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +43,7 @@ from xmask3d.engine.sampler import EpochBatchSampler
 from xmask3d.errors import XMask3DError
 from xmask3d.losses.criterion import LossWeights, compute_losses, needs_region_text
 from xmask3d.losses.matcher import HungarianMatcher
+from xmask3d.losses.point_losses import balanced_class_weights
 from xmask3d.losses.region_contrast import prime_phrase_cache, region_text_embeddings
 from xmask3d.models.build import build_matcher, build_model, build_text, loss_weights
 from xmask3d.models.text.classifier import TextClassifier
@@ -212,7 +213,16 @@ def build_run(cfg: XMask3DConfig, info: D.DistInfo) -> TrainRun:
         net = DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None,
             find_unused_parameters=True)
-    if needs_region_text(loss_weights(cfg)):     # every region phrase encoded once, up front
+    weights = loss_weights(cfg)
+    if cfg.loss.point_balance > 0:               # class weights from the training labels
+        counts = train_set.label_counts()
+        weights = replace(weights, point_class_weights=balanced_class_weights(
+            counts, cfg.loss.point_balance))
+        logger.info("point CE class weights (loss.point_balance=%g): %s", cfg.loss.point_balance,
+                    ", ".join(f"{n} {w:.2f}" for n, w in zip(train_set.class_names,
+                                                             weights.point_class_weights,
+                                                             strict=True)))
+    if needs_region_text(weights):               # every region phrase encoded once, up front
         prime_phrase_cache(text, region_phrases(layout.region_captions_file, train_scenes))
     logger.info("train: %d scenes (%d items/epoch), selection: %d held-out scenes, %d steps "
                 "(%d per epoch), %.2f M trainable parameters", len(train_scenes), len(train_set),
@@ -222,7 +232,7 @@ def build_run(cfg: XMask3DConfig, info: D.DistInfo) -> TrainRun:
         cfg=cfg, info=info, out_dir=out_dir, model=model, net=net, optimizer=optimizer,
         scheduler=scheduler, text=text,
         class_embeds=text.class_embeddings(list(split.base_names)).to(info.device),
-        weights=loss_weights(cfg), matcher=build_matcher(cfg), train_set=train_set,
+        weights=weights, matcher=build_matcher(cfg), train_set=train_set,
         sampler=sampler, loader=loader, select_set=select_set, has_selection=bool(held_out)
         and cfg.train.eval_every > 0, log=RunLog(out_dir, enabled=info.is_main),
         loss_gen=torch.Generator().manual_seed(cfg.train.seed + 7919 * info.rank))

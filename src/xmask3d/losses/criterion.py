@@ -54,6 +54,7 @@ class LossWeights:
     region_fused: float = 0.0  # ... of the fused features
     region_temperature: float = 0.07  # its temperature; 0 = the model's learned logit scale
     region_max_points: int = 0  # random cap on the entries of each region term (0 = all)
+    point_class_weights: tuple[float, ...] = ()  # point CE class weights (); () = plain CE
 
     def __post_init__(self) -> None:
         if self.alignment_selection not in ("ours", "published"):
@@ -226,7 +227,8 @@ def compute_losses(
     }
     for name, (w, logits) in point_terms.items():
         if w != 0:
-            losses[name] = w * point_cross_entropy(logits, labels, ignore_index=IGNORE_LABEL)
+            losses[name] = w * point_cross_entropy(logits, labels, ignore_index=IGNORE_LABEL,
+                                                   class_weights=weights.point_class_weights)
     if weights.binary != 0:
         losses["loss_binary"] = weights.binary * binary_loss(
             outputs.binary_logits, binary_labels, pos_weight=weights.binary_pos_weight
