@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from xmask3d.data.labels import SCANNET20_NAMES
-from xmask3d.data.synth.layout import ROOM_TYPES
+from xmask3d.data.synth.layout import ROOM_SIZES, ROOM_TYPES, STUDIO
 from xmask3d.data.synth.rooms import build_room
-from xmask3d.data.synth.scan import room_type_of, scene_room
+from xmask3d.data.synth.scan import generate_scan, room_look, room_type_of, scene_room
 
-ROOMS = [(rt, seed) for rt in ROOM_TYPES for seed in range(12)]
+ROOMS = [(rt, seed) for rt in (*ROOM_TYPES, STUDIO) for seed in range(12)]
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +92,42 @@ def test_room_types_cycle_so_every_fifth_scene_differs():
 def test_unknown_room_type():
     with pytest.raises(ValueError, match="unknown room type"):
         build_room("garage", np.random.default_rng(0))
+
+
+def test_studios_hold_a_bed_a_sofa_and_a_kitchen_in_one_large_room():
+    (w0, w1), (d0, d1) = ROOM_SIZES[STUDIO]
+    complete = 0
+    for seed in range(10):
+        room = build_room(STUDIO, np.random.default_rng(seed))
+        assert w0 <= room.width <= w1 and d0 <= room.depth <= d1
+        labels = {p.category for p in room.primitives}
+        assert "bed" in labels and "refrigerator" in labels, (seed, labels)
+        complete += {"sofa", "counter"} <= labels
+    assert complete >= 8        # the anchors go first; a sofa or a run may not fit (~10 %)
+
+
+def test_room_look_off_leaves_every_scene_as_before_and_on_is_per_scene():
+    assert [room_look(i, seed=0).room_type for i in range(10)] == \
+        [room_type_of(i) for i in range(10)]
+    assert all(np.array_equal(room_look(i, seed=0).gain, np.ones(3)) for i in range(10))
+    kinds = [room_look(i, seed=0, studio=0.5).room_type for i in range(40)]
+    assert 8 <= kinds.count(STUDIO) <= 32                   # about half, drawn per scene
+    assert [room_look(i, seed=0, studio=1.0).room_type for i in range(5)] == [STUDIO] * 5
+    gains = np.array([room_look(i, seed=0, color_cast=0.3).gain for i in range(40)])
+    assert gains.min() > np.exp(-0.3 - 4 * 0.1) and gains.max() < np.exp(0.3 + 4 * 0.1)
+    assert gains.std(axis=0).min() > 0.05                   # scenes differ, channels too
+    np.testing.assert_array_equal(room_look(3, seed=0, color_cast=0.3).gain, gains[3])
+
+
+def test_color_cast_scales_points_and_views_by_the_scene_gain():
+    plain = generate_scan(2, seed=0, n_views=1, density=80.0)
+    cast = generate_scan(2, seed=0, n_views=1, density=80.0, color_cast=0.3)
+    gain = room_look(2, seed=0, color_cast=0.3).gain
+    np.testing.assert_array_equal(plain.points, cast.points)     # geometry unchanged
+    np.testing.assert_array_equal(plain.labels, cast.labels)
+    mid = (plain.colors > 40).all(1) & (plain.colors < 160).all(1)  # away from clipping
+    ratio = cast.colors[mid].astype(float).mean(0) / plain.colors[mid].astype(float).mean(0)
+    np.testing.assert_allclose(ratio, gain, rtol=0.03)
+    v0, v1 = plain.views[0].color.astype(float), cast.views[0].color.astype(float)
+    vm = (v0 > 40).all(-1) & (v0 < 160).all(-1)
+    np.testing.assert_allclose(v1[vm].mean(0) / v0[vm].mean(0), gain, rtol=0.03)

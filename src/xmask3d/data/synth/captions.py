@@ -46,11 +46,13 @@ ROOM_WORDS = {
     "living room": ("living room", "living room", "lounge", "sitting room"),
     "kitchen": ("kitchen",), "bathroom": ("bathroom", "bathroom", "restroom", "washroom"),
     "office": ("office", "office", "study", "workspace"),
+    "studio": ("studio", "studio apartment", "apartment", "room"),
 }
 DISTRACTORS = {  # objects a captioner might hallucinate in each room type
     "bedroom": ("lamp", "wardrobe", "rug"), "living room": ("tv", "plant", "fireplace"),
     "kitchen": ("oven", "microwave", "stove"), "bathroom": ("mirror", "towel", "shower"),
     "office": ("computer", "printer", "lamp"),
+    "studio": ("tv", "lamp", "oven"),
 }
 ADJECTIVES = ("small", "cozy", "modern", "bright", "clean", "tidy", "large", "simple")
 COUNTS = {2: "two", 3: "three", 4: "four"}

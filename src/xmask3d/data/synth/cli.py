@@ -39,6 +39,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        ("hallucinate", "extra regions naming an absent object, per real region")):
         p.add_argument(f"--region-{name.replace('_', '-')}", dest=f"region_{name}", type=float,
                        default=None, help=f"rate of {what} (default {getattr(default, name)})")
+    p.add_argument("--studio", type=float, default=0.0, metavar="F",
+                   help="fraction of scenes that are large studio rooms holding a bedroom, a "
+                        "living room and a kitchen (default 0)")
+    p.add_argument("--color-cast", type=float, default=0.0, metavar="S",
+                   help="per-scene exposure exp(U(-S, S)) and white balance exp(N(0, S/3)) of the "
+                        "points and views (default 0; 0.3 gives real-scan-like variety)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset previously written by `xmask3d synth` in --out")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -53,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
                                                         "hallucinate")}
     noise = replace(noise, **{k: v for k, v in rates.items() if v is not None})
     cfg = SynthConfig(scenes=args.scenes, views=args.views, seed=args.seed,
-                      val_fraction=args.val_fraction, density=args.density, region_noise=noise)
+                      val_fraction=args.val_fraction, density=args.density, region_noise=noise,
+                      studio=args.studio, color_cast=args.color_cast)
     summary = generate_dataset(args.out, cfg, workers=args.workers, overwrite=args.overwrite,
                                progress=not args.no_progress)
     pts = summary["points_per_scene"]

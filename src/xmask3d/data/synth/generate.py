@@ -59,6 +59,8 @@ class SynthConfig:
         val_fraction: fraction of scenes in the ``val`` split (every 1/f-th scene).
         density: surface samples per square metre.
         region_noise: error rates of the synthetic dense captioner (region captions).
+        studio: fraction of scenes that are large studio rooms (bed, sofa and kitchen in one).
+        color_cast: strength of the per-scene exposure and white-balance cast (0 = none).
     """
 
     scenes: int
@@ -67,6 +69,8 @@ class SynthConfig:
     val_fraction: float = 0.2
     density: float = 600.0
     region_noise: RegionNoise = RegionNoise()
+    studio: float = 0.0
+    color_cast: float = 0.0
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the command-line option that is out of range."""
@@ -78,6 +82,10 @@ class SynthConfig:
             raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if not self.density > 0:
             raise ConfigError(f"--density must be positive, got {self.density}")
+        if not 0.0 <= self.studio <= 1.0:
+            raise ConfigError(f"--studio must be in [0, 1], got {self.studio}")
+        if not 0.0 <= self.color_cast <= 1.0:
+            raise ConfigError(f"--color-cast must be in [0, 1], got {self.color_cast}")
         self.region_noise.validate()
 
 
@@ -135,7 +143,8 @@ def _write_json(path: Path, data: dict) -> None:
 def _make_and_write(root: str, index: int, cfg: SynthConfig) -> dict:
     start = time.perf_counter()
     scan = generate_scan(index, seed=cfg.seed, n_views=cfg.views, density=cfg.density,
-                         region_noise=cfg.region_noise)
+                         region_noise=cfg.region_noise, studio=cfg.studio,
+                         color_cast=cfg.color_cast)
     split = split_of(index, cfg.scenes, cfg.val_fraction)
     write_scan(Path(root), scan, split)
     return {"index": index, "scene": scan.name, "split": split, "points": len(scan.points),

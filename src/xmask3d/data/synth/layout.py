@@ -17,10 +17,11 @@ from xmask3d.data.synth.parts import Draft, footprint_corners, normalize, place
 from xmask3d.data.synth.primitives import Primitive
 
 ROOM_TYPES = ("bedroom", "living room", "kitchen", "bathroom", "office")
+STUDIO = "studio"   # optional (``xmask3d synth --studio F``): one large room, three recipes
 ROOM_SIZES = {  # (width range, depth range) in metres
     "bedroom": ((3.0, 4.5), (3.2, 5.0)), "living room": ((4.0, 6.5), (3.5, 6.0)),
     "kitchen": ((3.0, 4.8), (3.0, 4.8)), "bathroom": ((2.2, 3.2), (2.3, 3.5)),
-    "office": ((3.0, 6.0), (3.0, 5.5)),
+    "office": ((3.0, 6.0), (3.0, 5.5)), STUDIO: ((5.5, 8.0), (4.5, 7.0)),
 }
 FLOOR_TEXTURES = {
     "bedroom": (("floor_wood", "planks"), ("carpet", "fabric")),
@@ -28,6 +29,7 @@ FLOOR_TEXTURES = {
     "kitchen": (("tile", "tile"), ("floor_wood", "planks")),
     "bathroom": (("tile", "tile"),),
     "office": (("carpet", "fabric"), ("floor_wood", "planks"), ("tile", "tile")),
+    STUDIO: (("floor_wood", "planks"), ("tile", "tile"), ("carpet", "fabric")),
 }
 WALL_T = 0.1  # wall, floor and ceiling slab thickness (only the room-facing face is sampled)
 

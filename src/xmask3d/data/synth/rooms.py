@@ -2,7 +2,10 @@
 
 Every room gets walls, floor, ceiling, a door, usually windows and pictures; each recipe adds
 its typical furniture plus some cross-room extras, so that a handful of scenes covers all 20
-ScanNet20 classes.
+ScanNet20 classes. The optional *studio* (``xmask3d synth --studio F``) is one large room that
+holds a bedroom, a living room and a kitchen, as many real scans do (a studio apartment, a
+dorm room; ScanNet's scene0000_00 is one): bed, sofa and counter in one scan, with more
+furniture per wall than the single-purpose rooms.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from xmask3d.data.synth.arrange import (
 )
 from xmask3d.data.synth.layout import (
     ROOM_SIZES,
-    ROOM_TYPES,
+    STUDIO,
     PlacedObject,
     Room,
     RoomBuilder,
@@ -61,15 +64,7 @@ def _mandatory(b: RoomBuilder, make, tries: int = 6, **kwargs) -> PlacedObject |
 def bedroom(b: RoomBuilder) -> None:
     """Bed with nightstands; often wardrobe, dresser, desk, bookshelf, curtains."""
     add_common(b, windows=(1, 2), sill=(0.8, 1.0), curtain_p=0.85)
-    bed = _mandatory(b, lambda: furniture.bed(b.rng))
-    if bed is not None:
-        for side in (-1, 1):
-            if _maybe(b, 0.75) and (ns := _beside(b, bed, clutter.nightstand(b.rng), side)):
-                b.on_top(ns, clutter.lamp(b.rng) if _maybe(b, 0.7) else
-                         clutter.tabletop_item(b.rng))
-        foot = np.array([bed.x, bed.y]) + front_dir(bed.yaw) * (bed.draft.depth / 2 + 0.5)
-        if _maybe(b, 0.4):
-            add_rug(b, foot[0], foot[1], bed.yaw)
+    _bed_corner(b)
     if _maybe(b, 0.7):
         b.against_wall(furniture.cabinet(b.rng, "wardrobe"))
     if _maybe(b, 0.4) and (dresser := b.against_wall(furniture.cabinet(b.rng, "dresser"))):
@@ -87,26 +82,25 @@ def bedroom(b: RoomBuilder) -> None:
         b.against_wall(clutter.floor_plant(b.rng), gap=0.05)
 
 
+def _bed_corner(b: RoomBuilder) -> None:
+    """A bed against a wall, usually with nightstands (and lamps), sometimes a rug at its foot."""
+    bed = _mandatory(b, lambda: furniture.bed(b.rng))
+    if bed is not None:
+        for side in (-1, 1):
+            if _maybe(b, 0.75) and (ns := _beside(b, bed, clutter.nightstand(b.rng), side)):
+                b.on_top(ns, clutter.lamp(b.rng) if _maybe(b, 0.7) else
+                         clutter.tabletop_item(b.rng))
+        foot = np.array([bed.x, bed.y]) + front_dir(bed.yaw) * (bed.draft.depth / 2 + 0.5)
+        if _maybe(b, 0.4):
+            add_rug(b, foot[0], foot[1], bed.yaw)
+
+
 def living_room(b: RoomBuilder) -> None:
     """Sofa facing a coffee table (armchairs beside it), TV stand, shelves."""
     add_common(b, windows=(1, 3), sill=(0.7, 1.0), curtain_p=0.75)
     for _ in range(int(b.rng.integers(0, 2))):
         add_door(b)
-    sofa = _mandatory(b, lambda: furniture.sofa(b.rng))
-    if sofa is not None:
-        ct = normalize(furniture.table(b.rng, "coffee"))
-        c = np.array([sofa.x, sofa.y]) + front_dir(sofa.yaw) * (
-            sofa.draft.depth / 2 + b.rng.uniform(0.3, 0.5) + ct.depth / 2)
-        if _maybe(b, 0.6):
-            add_rug(b, c[0], c[1], sofa.yaw)
-        table = b.at(ct, c[0], c[1], sofa.yaw) or b.free(ct, near=(c[0], c[1], 1.0))
-        if table is not None:
-            decorate(b, table, int(b.rng.integers(0, 3)))
-            _armchairs(b, table, int(b.rng.integers(0, 3)))
-    walls = (0, 1, 2, 3) if sofa is None else ((sofa.wall + 2) % 4,)
-    if _maybe(b, 0.8) and (stand := b.against_wall(furniture.cabinet(b.rng, "low"), walls=walls)
-                           or b.against_wall(furniture.cabinet(b.rng, "low"))):
-        b.on_top(stand, clutter.tv(b.rng), back=True)
+    _sofa_corner(b)
     for _ in range(int(b.rng.integers(1, 3)) if _maybe(b, 0.75) else 0):
         _mandatory(b, lambda: furniture.bookshelf(b.rng), tries=3)
     if _maybe(b, 0.35):
@@ -122,6 +116,25 @@ def living_room(b: RoomBuilder) -> None:
     add_pictures(b, int(b.rng.integers(1, 5)))
 
 
+def _sofa_corner(b: RoomBuilder) -> None:
+    """A sofa facing a coffee table (armchairs beside it, maybe a rug), a TV stand opposite."""
+    sofa = _mandatory(b, lambda: furniture.sofa(b.rng))
+    if sofa is not None:
+        ct = normalize(furniture.table(b.rng, "coffee"))
+        c = np.array([sofa.x, sofa.y]) + front_dir(sofa.yaw) * (
+            sofa.draft.depth / 2 + b.rng.uniform(0.3, 0.5) + ct.depth / 2)
+        if _maybe(b, 0.6):
+            add_rug(b, c[0], c[1], sofa.yaw)
+        table = b.at(ct, c[0], c[1], sofa.yaw) or b.free(ct, near=(c[0], c[1], 1.0))
+        if table is not None:
+            decorate(b, table, int(b.rng.integers(0, 3)))
+            _armchairs(b, table, int(b.rng.integers(0, 3)))
+    walls = (0, 1, 2, 3) if sofa is None else ((sofa.wall + 2) % 4,)
+    if _maybe(b, 0.8) and (stand := b.against_wall(furniture.cabinet(b.rng, "low"), walls=walls)
+                           or b.against_wall(furniture.cabinet(b.rng, "low"))):
+        b.on_top(stand, clutter.tv(b.rng), back=True)
+
+
 def _armchairs(b: RoomBuilder, table: PlacedObject, n: int) -> None:
     """Up to ``n`` armchairs at the ends of a coffee table, facing it."""
     for side in b.rng.permutation([-1, 1])[:n]:
@@ -135,10 +148,27 @@ def _armchairs(b: RoomBuilder, table: PlacedObject, n: int) -> None:
 def kitchen(b: RoomBuilder) -> None:
     """Counter run with a sink, upper cabinets, fridge beside it, table, stools."""
     add_common(b, windows=(0, 2), sill=(1.0, 1.1), curtain_p=0.2)
+    _kitchen_run(b)
+    if _maybe(b, 0.8):
+        table_with_chairs(b, "kitchen", int(b.rng.integers(2, 5)))
+    for _ in range(int(b.rng.integers(1, 3)) if _maybe(b, 0.4) else 0):
+        b.against_wall(clutter.stool(b.rng), gap=b.rng.uniform(0.05, 0.3))
+    if _maybe(b, 0.7):
+        b.against_wall(clutter.trash_can(b.rng), gap=b.rng.uniform(0.0, 0.1))
+    if _maybe(b, 0.1):
+        b.against_wall(furniture.bookshelf(b.rng))
+    add_pictures(b, int(_maybe(b, 0.3)))
+    if _maybe(b, 0.3):
+        add_wall_thing(b, clutter.wall_item(b.rng, "clock"), (1.9, 2.2))
+
+
+def _kitchen_run(b: RoomBuilder, max_length: float = np.inf) -> None:
+    """A counter run with a sink (upper cabinets, a second run), the fridge beside it; the run
+    spans 55-85 % of its wall, at most ``max_length`` metres."""
     run = None
     for _ in range(8):
         k = int(b.rng.integers(4))
-        length = max(1.2, b.rng.uniform(0.55, 0.85) * b.wall_length(k))
+        length = min(max(1.2, b.rng.uniform(0.55, 0.85) * b.wall_length(k)), max_length)
         draft = normalize(fixtures.counter_run(b.rng, length, sink=True))
         s = (draft.width / 2, b.wall_length(k) / 2, b.wall_length(k) - draft.width / 2)[
             int(b.rng.integers(3))]
@@ -160,17 +190,6 @@ def kitchen(b: RoomBuilder) -> None:
         fridge = _beside(b, run, furniture.refrigerator(b.rng), int(b.rng.choice([-1, 1])))
     if fridge is None:
         _mandatory(b, lambda: furniture.refrigerator(b.rng))
-    if _maybe(b, 0.8):
-        table_with_chairs(b, "kitchen", int(b.rng.integers(2, 5)))
-    for _ in range(int(b.rng.integers(1, 3)) if _maybe(b, 0.4) else 0):
-        b.against_wall(clutter.stool(b.rng), gap=b.rng.uniform(0.05, 0.3))
-    if _maybe(b, 0.7):
-        b.against_wall(clutter.trash_can(b.rng), gap=b.rng.uniform(0.0, 0.1))
-    if _maybe(b, 0.1):
-        b.against_wall(furniture.bookshelf(b.rng))
-    add_pictures(b, int(_maybe(b, 0.3)))
-    if _maybe(b, 0.3):
-        add_wall_thing(b, clutter.wall_item(b.rng, "clock"), (1.9, 2.2))
 
 
 def bathroom(b: RoomBuilder) -> None:
@@ -232,22 +251,44 @@ def office(b: RoomBuilder) -> None:
     add_pictures(b, int(b.rng.integers(0, 3)))
 
 
+def studio(b: RoomBuilder) -> None:
+    """A large room with a cooking, a sleeping and a sitting corner (their anchors placed
+    first, so that each corner gets its wall), then what a small flat adds."""
+    add_common(b, windows=(2, 4), sill=(0.8, 1.0), curtain_p=0.6)
+    _kitchen_run(b, max_length=3.6)
+    _bed_corner(b)
+    _sofa_corner(b)
+    if _maybe(b, 0.6):
+        table_with_chairs(b, "kitchen", int(b.rng.integers(2, 5)))
+    if _maybe(b, 0.5):
+        b.against_wall(furniture.cabinet(b.rng, "wardrobe"))
+    if _maybe(b, 0.5):
+        b.against_wall(furniture.bookshelf(b.rng))
+    if _maybe(b, 0.3):
+        desk_with_chair(b, office=False)
+    if _maybe(b, 0.6):
+        b.against_wall(clutter.other_furniture(b.rng, "living room"), gap=b.rng.uniform(0, 0.2))
+    if _maybe(b, 0.4):
+        b.against_wall(clutter.floor_plant(b.rng), gap=0.05)
+    add_pictures(b, int(b.rng.integers(1, 5)))
+
+
 RECIPES = {"bedroom": bedroom, "living room": living_room, "kitchen": kitchen,
-           "bathroom": bathroom, "office": office}
+           "bathroom": bathroom, "office": office, STUDIO: studio}
 
 
 def build_room(room_type: str, rng: np.random.Generator) -> Room:
     """Generate one room of ``room_type`` with its furniture, fixtures and clutter.
 
     Args:
-        room_type: one of ``ROOM_TYPES``.
+        room_type: one of ``ROOM_TYPES`` or ``STUDIO``.
         rng: the generator all choices are drawn from (one per scene).
 
     Returns:
         The room: primitives, light and placed objects.
     """
-    if room_type not in ROOM_TYPES:
-        raise ValueError(f"unknown room type {room_type!r}; choose one of {ROOM_TYPES}")
+    if room_type not in RECIPES:
+        raise ValueError(f"unknown room type {room_type!r}; choose one of {tuple(RECIPES)}")
     (w0, w1), (d0, d1) = ROOM_SIZES[room_type]
     b = RoomBuilder(rng, room_type, width=float(rng.uniform(w0, w1)),
                     depth=float(rng.uniform(d0, d1)), height=float(rng.uniform(2.4, 3.0)))

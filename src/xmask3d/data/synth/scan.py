@@ -23,7 +23,7 @@ from xmask3d.data.regions import Region
 from xmask3d.data.scene import IGNORE_LABEL
 from xmask3d.data.synth.camera import camera_path
 from xmask3d.data.synth.captions import make_caption, visible_objects
-from xmask3d.data.synth.layout import ROOM_TYPES, Room
+from xmask3d.data.synth.layout import ROOM_TYPES, STUDIO, Room
 from xmask3d.data.synth.primitives import Primitive
 from xmask3d.data.synth.regions import RegionNoise, make_regions
 from xmask3d.data.synth.render import render_view, surface_colors
@@ -100,13 +100,44 @@ def room_type_of(index: int) -> str:
 
 def _streams(index: int, seed: int) -> list[np.random.SeedSequence]:
     """Independent seed sequences of scene ``index``: room, points, camera, views, captions,
-    region captions (the first five do not depend on how many are spawned)."""
-    return np.random.SeedSequence([seed, index]).spawn(6)
+    region captions, look (studio draw and colour cast). A child's stream does not depend on
+    how many are spawned, so scenes made before the look existed are unchanged."""
+    return np.random.SeedSequence([seed, index]).spawn(7)
 
 
-def scene_room(index: int, *, seed: int) -> Room:
+@dataclass(frozen=True)
+class RoomLook:
+    """Per-scene draws of the optional realism options (always drawn, used when enabled).
+
+    Attributes:
+        room_type: ``STUDIO`` when the scene's draw falls below ``studio``, else the cycle's type.
+        gain: (3,) per-channel colour gain of the whole scene (exposure x white balance); ones
+            when ``color_cast`` is 0.
+    """
+
+    room_type: str
+    gain: np.ndarray
+
+
+def room_look(index: int, *, seed: int, studio: float = 0.0, color_cast: float = 0.0) -> RoomLook:
+    """Room type and colour cast of scene ``index``.
+
+    ``studio``: fraction of scenes that are studios. ``color_cast`` s: exposure ``exp(U(-s, s))``
+    times a white balance ``exp(N(0, s/3))`` per channel, one per scene, applied to the scan's
+    colours and to its rendered views alike (real reconstructions differ in exposure and colour
+    temperature from room to room; the renderer's light alone varies little).
+    """
+    rng = np.random.default_rng(_streams(index, seed)[6])
+    u, e, wb = rng.random(), rng.uniform(-1.0, 1.0), rng.normal(0.0, 1.0, 3)
+    room_type = STUDIO if u < studio else room_type_of(index)
+    gain = np.exp(color_cast * e + color_cast / 3.0 * wb) if color_cast > 0 else np.ones(3)
+    return RoomLook(room_type, gain)
+
+
+def scene_room(index: int, *, seed: int, studio: float = 0.0) -> Room:
     """The room of scene ``index`` (as ``generate_scan`` builds it), without sampling."""
-    return build_room(room_type_of(index), np.random.default_rng(_streams(index, seed)[0]))
+    return build_room(room_look(index, seed=seed, studio=studio).room_type,
+                      np.random.default_rng(_streams(index, seed)[0]))
 
 
 def primitive_tables(prims: list[Primitive]) -> dict[str, np.ndarray]:
@@ -148,7 +179,8 @@ def sample_surface(room: Room, density: float,
 
 def generate_scan(index: int, *, seed: int, n_views: int, density: float,
                   point_noise: float = 0.005, color_noise: float = 0.012,
-                  region_noise: RegionNoise | None = None) -> SynthScan:
+                  region_noise: RegionNoise | None = None, studio: float = 0.0,
+                  color_cast: float = 0.0) -> SynthScan:
     """Generate scene ``index`` of the dataset with master seed ``seed``.
 
     Args:
@@ -159,14 +191,16 @@ def generate_scan(index: int, *, seed: int, n_views: int, density: float,
         point_noise: standard deviation of the point position noise, metres.
         color_noise: standard deviation of the point colour noise (fraction of full scale).
         region_noise: error rates of the region captions (default :class:`RegionNoise`).
+        studio, color_cast: the realism options of :func:`room_look` (0: off).
     """
-    room_ss, point_ss, cam_ss, view_ss, cap_ss, region_ss = _streams(index, seed)
-    room = build_room(room_type_of(index), np.random.default_rng(room_ss))
+    room_ss, point_ss, cam_ss, view_ss, cap_ss, region_ss, _ = _streams(index, seed)
+    look = room_look(index, seed=seed, studio=studio, color_cast=color_cast)
+    room = build_room(look.room_type, np.random.default_rng(room_ss))
     tables = primitive_tables(room.primitives)
     rng = np.random.default_rng(point_ss)
     points, normals, prim = sample_surface(room, density, rng)
     rgb = surface_colors(room.primitives, prim, points, normals, room.light)
-    rgb = rgb + rng.normal(0.0, color_noise, rgb.shape)
+    rgb = rgb * look.gain + rng.normal(0.0, color_noise, rgb.shape)
     noisy = points + rng.normal(0.0, point_noise, points.shape)
     scan = SynthScan(scene_name(index), room, noisy,
                      np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8), tables["label"][prim],
@@ -181,6 +215,8 @@ def generate_scan(index: int, *, seed: int, n_views: int, density: float,
         inst_color.setdefault(p.instance, p.material.color_name)
     for k, pose in enumerate(poses):
         view = _view(room, tables, pose, str(k * FRAME_STEP), view_rng, cap_rng)
+        if color_cast > 0:
+            view.color = np.clip(np.round(view.color * look.gain), 0, 255).astype(np.uint8)
         view.regions = [r.region for r in make_regions(view.instance, inst_name, inst_color,
                                                        room.room_type, region_rng, region_noise)]
         scan.views.append(view)
