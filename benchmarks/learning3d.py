@@ -134,7 +134,8 @@ def novel_diagnosis(ckpt: Path, data: Path) -> dict:
     Per view (visible points, no votes): the share of base-labelled points the binary head calls
     base, the share of novel-labelled points it calls novel, and the accuracy of the 3D features
     at choosing among the novel classes on the novel points (what a perfect base/novel gate would
-    leave; chance is 1 / #novel).
+    leave; chance is 1 / #novel): over all novel points, per novel class (its recall) and the
+    mean of those recalls (each class counts the same, as in mIoU).
     """
     from xmask3d.engine.checkpoint import load_checkpoint, load_model_state
     from xmask3d.engine.data import category_split, open_layout, view_dataset
@@ -153,6 +154,7 @@ def novel_diagnosis(ckpt: Path, data: Path) -> dict:
     embeds = text.class_embeddings([split.class_names[i] for i in split.novel])
     scale = float(model.mask_generator.mask_embed.logit_scale().detach())
     counts = torch.zeros(5, dtype=torch.long)  # base->base, base, novel->novel, novel, correct
+    per_class = torch.zeros(len(split.novel), 2, dtype=torch.long)   # novel class: right, all
     with torch.no_grad():
         for batch in DataLoader(view_dataset(cfg, open_layout(cfg), split="val", mode="eval"),
                                 batch_size=4, collate_fn=collate_views):
@@ -163,11 +165,19 @@ def novel_diagnosis(ckpt: Path, data: Path) -> dict:
             counts += torch.tensor([int((called_base & is_base).sum()), int(is_base.sum()),
                                     int((~called_base & is_novel).sum()), int(is_novel.sum()),
                                     int((choice == batch.labels)[is_novel].sum())])
+            for j, k in enumerate(split.novel):
+                on = batch.labels == k
+                per_class[j] += torch.tensor([int((choice == k)[on].sum()), int(on.sum())])
     c = counts.tolist()
+    recall = {split.class_names[k]: (100.0 * int(r) / int(n) if int(n) else None)
+              for k, (r, n) in zip(split.novel, per_class, strict=True)}
+    seen = [v for v in recall.values() if v is not None]
     return {"checkpoint": str(ckpt), "steps": int(ck.get("step", 0)),
             "base_called_base": 100.0 * c[0] / max(c[1], 1),
             "novel_called_novel": 100.0 * c[2] / max(c[3], 1),
             "novel_choice_acc": 100.0 * c[4] / max(c[3], 1),
+            "novel_choice_per_class": recall,
+            "novel_choice_class_mean": sum(seen) / len(seen) if seen else None,
             "chance": 100.0 / len(split.novel)}
 
 
@@ -208,7 +218,25 @@ def _cli(argv: list[str]) -> int:
     p.add_argument("--lr-3d", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--diagnose", action="append", default=[], metavar="CKPT=LABEL",
+                   help="instead of training: run novel_diagnosis on these checkpoints (val of "
+                        "--data) and store them, labelled, under learning3d.novel of --results")
+    p.add_argument("--results", default="docs/results.json")
     a = p.parse_args(argv)
+    if a.diagnose:
+        rows = []
+        for item in a.diagnose:
+            path, _, label = item.partition("=")
+            rows.append({**novel_diagnosis(Path(path), Path(a.data)), "label": label or path})
+            print(json.dumps(rows[-1]))
+        results = Path(a.results)
+        section = json.loads(results.read_text()).get("learning3d", {}) if results.is_file() \
+            else {}
+        labels = {r["label"] for r in rows}
+        section["novel"] = [r for r in section.get("novel", []) if r.get("label") not in labels]
+        section["novel"] += rows
+        merge_results(results, "learning3d", section)
+        return 0
     curve = Curve(steps=a.steps, every=a.every or a.steps, lr_3d=a.lr_3d, seed=a.seed,
                   overrides=["data.loop=8", "data.select_fraction=0", *a.overrides])
     print(json.dumps(train_curve(curve, Path(a.data))))

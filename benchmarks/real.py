@@ -85,7 +85,7 @@ def segment_scores(labels: np.ndarray, gt: np.ndarray, split_name: str = "scanne
 def segment_real_scan(ckpt: Path | None, work: Path, modes: tuple[str, ...] = tuple(SEGMENT_MODES),
                       split_name: str = "scannet_b15n4") -> dict:
     """Run ``xmask3d segment`` on scene0000_00 (written as a PLY, plus its frames for
-    ``frames``) with the 19 ScanNet classes, ``--no-other`` (every point takes a class, as the
+    ``frames``) with the split's classes but the ignored one (the 19 ScanNet classes), ``--no-other`` (every point takes a class, as the
     benchmark scores), no base/novel gating; score all vertices. ``ckpt=None``: the bundled
     checkpoint. Returns ``{mode: scores + seconds + picture path}``."""
     import time
@@ -101,7 +101,9 @@ def segment_real_scan(ckpt: Path | None, work: Path, modes: tuple[str, ...] = tu
         raise SystemExit("the real fixtures (../shared/data/real) are absent: nothing to measure")
     ply, frames = exported
     gt = load_scannet_fixture(with_views=False).labels
-    names = get_split(split_name).class_names
+    split = get_split(split_name)
+    keep = [i for i in range(split.num_classes) if i not in split.ignore]   # no otherfurniture
+    names, to_split = [split.class_names[i] for i in keep], np.asarray(keep, np.int64)
     out: dict = {}
     for mode in modes:
         extra = {"frames": ["--views", str(frames)], "virtual": ["--virtual"],
@@ -113,7 +115,7 @@ def segment_real_scan(ckpt: Path | None, work: Path, modes: tuple[str, ...] = tu
                     *(["--ckpt", str(ckpt)] if ckpt else [])])
         if code != 0:
             raise RuntimeError(f"segment ({mode}) failed with exit code {code}")
-        labels = np.asarray(read_ply(folder / "segmentation.ply").fields["class_id"], np.int64)
+        labels = to_split[np.asarray(read_ply(folder / "segmentation.ply").fields["class_id"])]
         out[mode] = {**segment_scores(labels, gt, split_name),
                      "seconds": round(time.perf_counter() - t0, 1),
                      "picture": str(folder / "segmentation.png")}

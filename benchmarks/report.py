@@ -404,11 +404,16 @@ def novel_table(rows: list[dict]) -> list[str]:
              "base and novel points novel, and how often the 3D features pick the right class "
              "*among the novel classes* on novel points, i.e. with a perfect base/novel gate.", "",
              "| checkpoint (steps) | base points called base | novel points called novel | "
-             "right novel class (perfect gate) | chance |", "|---|---|---|---|---|"]
+             "right novel class (perfect gate) | mean over novel classes | chance |",
+             "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['steps']} | {r['base_called_base']:.1f} % | "
+        mean = r.get("novel_choice_class_mean")
+        per = r.get("novel_choice_per_class") or {}
+        detail = ", ".join(f"{k} {v:.0f}" for k, v in per.items() if v is not None)
+        lines.append(f"| {r.get('label', r['steps'])} | {r['base_called_base']:.1f} % | "
                      f"{r['novel_called_novel']:.1f} % | {r['novel_choice_acc']:.1f} % | "
-                     f"{r['chance']:.1f} % |")
+                     + (f"{mean:.1f} % ({detail})" if mean is not None else "-")
+                     + f" | {r['chance']:.1f} % |")
     return lines
 
 

@@ -72,3 +72,9 @@ def test_novel_diagnosis_counts_the_binary_gate(small_root, small_ckpt, tmp_path
     assert res["base_called_base"] == base_pct and res["novel_called_novel"] == novel_pct
     assert res["chance"] == 25.0                          # B15/N4: 4 novel classes
     assert 0.0 <= res["novel_choice_acc"] <= 100.0
+    per = res["novel_choice_per_class"]
+    assert set(per) == {"sofa", "bookshelf", "desk", "toilet"}
+    seen = [v for v in per.values() if v is not None]
+    assert seen and res["novel_choice_class_mean"] == pytest.approx(sum(seen) / len(seen))
+    # the point-weighted accuracy is a weighted mean of the per-class recalls
+    assert min(seen) - 1e-9 <= res["novel_choice_acc"] <= max(seen) + 1e-9

@@ -116,14 +116,18 @@ def test_learning3d_table_from_hand_made_curves(tmp_path):
              "novel_choice_acc": 32.69, "chance": 25.0, "checkpoint": "x.pt"}
     results.write_text(json.dumps({"learning3d": {
         "runs": [curve(0.002, (12.34, 20.0), 25.0, 0.61), curve(0.01, (13.0, 27.46), 31.8, 0.5)],
-        "novel": [novel]}}))
+        "novel": [novel, {**novel, "label": "new recipe", "novel_choice_class_mean": 52.5,
+                          "novel_choice_per_class": {"sofa": 80.0, "toilet": 25.0,
+                                                     "desk": None}}]}}))
     render(results, tmp_path / "RESULTS.md")
     text = (tmp_path / "RESULTS.md").read_text()
     assert "| 3D lr | val base @50 | val base @100 | train scenes base |" in text
     assert "| 0.002 | 12.3 | 20.0 | 25.0 | 0.61 | 120 |" in text
     assert "| 0.01 | 13.0 | 27.5 | 31.8 | 0.50 | 120 |" in text
     assert "Diagnostic: the 3D network alone" in text
-    assert "| 500 | 91.6 % | 89.3 % | 32.7 % | 25.0 % |" in text
+    assert "| 500 | 91.6 % | 89.3 % | 32.7 % | - | 25.0 % |" in text
+    assert ("| new recipe | 91.6 % | 89.3 % | 32.7 % | 52.5 % (sofa 80, toilet 25) | 25.0 % |"
+            in text)
 
 
 def test_recipe_section_tables_every_run_and_plots_only_timed_ones(tmp_path, monkeypatch):
