@@ -85,8 +85,9 @@ def segment_scores(labels: np.ndarray, gt: np.ndarray, split_name: str = "scanne
 def segment_real_scan(ckpt: Path | None, work: Path, modes: tuple[str, ...] = tuple(SEGMENT_MODES),
                       split_name: str = "scannet_b15n4") -> dict:
     """Run ``xmask3d segment`` on scene0000_00 (written as a PLY, plus its frames for
-    ``frames``) with the split's classes but the ignored one (the 19 ScanNet classes), ``--no-other`` (every point takes a class, as the
-    benchmark scores), no base/novel gating; score all vertices. ``ckpt=None``: the bundled
+    ``frames``) with the split's classes but the ignored one (the 19 ScanNet classes),
+    ``--no-other`` (every point takes a class, as the benchmark scores), no base/novel gating;
+    score all vertices. ``ckpt=None``: the bundled
     checkpoint. Returns ``{mode: scores + seconds + picture path}``."""
     import time
 
