@@ -8,6 +8,7 @@ would (3 frames, virtual views, 3D only) and scores all its vertices per class.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -178,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in modes if m not in SEGMENT_MODES]
     if unknown:
         p.error(f"unknown mode(s) {unknown}; known: {', '.join(SEGMENT_MODES)}")
-    work = Path(a.work) / a.label.replace(" ", "_")
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", a.label).strip("_")      # safe in paths and links
+    work = Path(a.work) / slug
     scores = segment_real_scan(Path(a.ckpt) if a.ckpt else None, work, modes)
     out = Path(a.out)
     (out / "img").mkdir(parents=True, exist_ok=True)
     for mode, s in scores.items():
-        image = f"real_scene0000_{a.label.replace(' ', '_')}_{mode}.png"
+        image = f"real_scene0000_{slug}_{mode}.png"
         shutil.copyfile(s.pop("picture"), out / "img" / image)
         s["image"] = image
     results = out / "results.json"
