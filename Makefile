@@ -41,18 +41,11 @@ demo: install
 bench: install
 	$(PY) -m benchmarks --out docs --jobs 2
 
-# The bundled checkpoint: the CPU recipe of docs/training.md (1,100 steps of 4 views, 1 thread) on
-# 288 generated training rooms, 30 % of them studios, with per-room colour casts.
-CKPT_RUN   ?= runs/checkpoint
-CKPT_SYNTH ?= --scenes 360 --views 10 --seed 0 --studio 0.3 --color-cast 0.3
 checkpoint: install
-	$(VENV)/bin/xmask3d synth --out $(CKPT_RUN)/data $(CKPT_SYNTH) --overwrite --no-progress
-	$(VENV)/bin/xmask3d train --config tiny/scannet_b15n4 --out $(CKPT_RUN)/train --max-steps 1100 \
-		--set data.root=$(CKPT_RUN)/data --set data.loop=2 --set data.select_fraction=0 \
-		--set train.eval_every=0 --set train.seed=0 --set train.threads=1 --no-progress
-	$(VENV)/bin/xmask3d eval --ckpt $(CKPT_RUN)/train/last.pt --out $(CKPT_RUN)/eval --no-progress
-	$(PY) -c "from xmask3d.engine.checkpoint import export_model_checkpoint as e; \
-		e('$(CKPT_RUN)/train/last.pt', 'src/xmask3d/resources/tiny_synthetic.pt')"
+	$(VENV)/bin/xmask3d demo --out runs/checkpoint --scenes 60 --views 10 --steps 900 \
+		--set data.augment=true --set data.color_contrast=0.3 --set data.color_shift=0.15 \
+		--set data.color_jitter=0.03 \
+		--make-checkpoint src/xmask3d/resources/tiny_synthetic.pt
 
 lint: install
 	$(PY) -m ruff check src tests
