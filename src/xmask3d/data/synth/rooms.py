@@ -107,11 +107,16 @@ def living_room(b: RoomBuilder) -> None:
         table_with_chairs(b, "dining", int(b.rng.integers(2, 5)))
     if _maybe(b, 0.3):
         b.against_wall(furniture.cabinet(b.rng, "tall"))
-    if _maybe(b, 0.15):
+    _living_tail(b, desk_p=0.15, other_p=0.7, plant_p=0.5)
+
+
+def _living_tail(b: RoomBuilder, *, desk_p: float, other_p: float, plant_p: float) -> None:
+    """What a living space ends with: maybe a desk, an ottoman/bench/bin, a plant; pictures."""
+    if _maybe(b, desk_p):
         desk_with_chair(b, office=False)
-    if _maybe(b, 0.7):
+    if _maybe(b, other_p):
         b.against_wall(clutter.other_furniture(b.rng, "living room"), gap=b.rng.uniform(0, 0.2))
-    if _maybe(b, 0.5):
+    if _maybe(b, plant_p):
         b.against_wall(clutter.floor_plant(b.rng), gap=0.05)
     add_pictures(b, int(b.rng.integers(1, 5)))
 
@@ -264,13 +269,7 @@ def studio(b: RoomBuilder) -> None:
         b.against_wall(furniture.cabinet(b.rng, "wardrobe"))
     if _maybe(b, 0.5):
         b.against_wall(furniture.bookshelf(b.rng))
-    if _maybe(b, 0.3):
-        desk_with_chair(b, office=False)
-    if _maybe(b, 0.6):
-        b.against_wall(clutter.other_furniture(b.rng, "living room"), gap=b.rng.uniform(0, 0.2))
-    if _maybe(b, 0.4):
-        b.against_wall(clutter.floor_plant(b.rng), gap=0.05)
-    add_pictures(b, int(b.rng.integers(1, 5)))
+    _living_tail(b, desk_p=0.3, other_p=0.6, plant_p=0.4)
 
 
 RECIPES = {"bedroom": bedroom, "living room": living_room, "kitchen": kitchen,
