@@ -289,11 +289,7 @@ class ViewDataset(Dataset):
         (whole scans, not views; each scene is read once, outside the cache)."""
         counts = np.zeros(len(self.class_names), np.int64)
         for name in self.scenes:
-            scene = self.layout.load_scene(self.split, name,
-                                           label_set=self.category_split.label_set)
-            if scene.labels is None:
-                continue
-            lab = self.label_table[_full_space(scene.labels, self.category_split.num_classes)]
+            lab = self.label_table[self._read_scene(name).labels]
             lab = lab[lab != IGNORE_LABEL]
             counts += np.bincount(lab, minlength=len(counts))[: len(counts)]
         return counts
@@ -318,13 +314,19 @@ class ViewDataset(Dataset):
         if name in self._cache:
             self._cache.move_to_end(name)
             return self._cache[name]
+        scene = self._read_scene(name)
+        self._cache[name] = scene
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return scene
+
+    def _read_scene(self, name: str) -> Scene:
+        """Load a scene from disk with its labels in the split's full class space (all ignore
+        when the scan has none)."""
         scene = self.layout.load_scene(self.split, name, label_set=self.category_split.label_set)
         if scene.labels is None:
             scene.labels = np.full(scene.num_points, IGNORE_LABEL, dtype=np.int64)
         scene.labels = _full_space(scene.labels, self.category_split.num_classes)
-        self._cache[name] = scene
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
         return scene
 
     def _view(self, scene: str, frame: str) -> View:
