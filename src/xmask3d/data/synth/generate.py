@@ -39,6 +39,7 @@ from xmask3d.data.processed import (
     write_view,
 )
 from xmask3d.data.regions import REGION_CAPTIONS_FILE, write_region_captions
+from xmask3d.data.synth.reconstruct import ScanSettings
 from xmask3d.data.synth.regions import RegionNoise
 from xmask3d.data.synth.scan import K_320x240, SynthScan, generate_scan, scene_name
 from xmask3d.errors import ConfigError
@@ -61,6 +62,8 @@ class SynthConfig:
         region_noise: error rates of the synthetic dense captioner (region captions).
         studio: fraction of scenes that are large studio rooms (bed, sofa and kitchen in one).
         color_cast: strength of the per-scene exposure and white-balance cast (0 = none).
+        scan_views: depth frames fused into each scene's point cloud, like a real
+            reconstruction (``synth/reconstruct.py``); 0 samples every surface instead.
     """
 
     scenes: int
@@ -71,6 +74,7 @@ class SynthConfig:
     region_noise: RegionNoise = RegionNoise()
     studio: float = 0.0
     color_cast: float = 0.0
+    scan_views: int = 0
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the command-line option that is out of range."""
@@ -86,6 +90,8 @@ class SynthConfig:
             raise ConfigError(f"--studio must be in [0, 1], got {self.studio}")
         if not 0.0 <= self.color_cast <= 1.0:
             raise ConfigError(f"--color-cast must be in [0, 1], got {self.color_cast}")
+        if self.scan_views < 0:
+            raise ConfigError(f"--scan-views must be 0 or more, got {self.scan_views}")
         self.region_noise.validate()
 
 
@@ -144,7 +150,7 @@ def _make_and_write(root: str, index: int, cfg: SynthConfig) -> dict:
     start = time.perf_counter()
     scan = generate_scan(index, seed=cfg.seed, n_views=cfg.views, density=cfg.density,
                          region_noise=cfg.region_noise, studio=cfg.studio,
-                         color_cast=cfg.color_cast)
+                         color_cast=cfg.color_cast, scan=ScanSettings(views=cfg.scan_views))
     split = split_of(index, cfg.scenes, cfg.val_fraction)
     write_scan(Path(root), scan, split)
     return {"index": index, "scene": scan.name, "split": split, "points": len(scan.points),

@@ -25,6 +25,7 @@ from xmask3d.data.synth.camera import camera_path
 from xmask3d.data.synth.captions import make_caption, visible_objects
 from xmask3d.data.synth.layout import ROOM_TYPES, STUDIO, Room
 from xmask3d.data.synth.primitives import Primitive
+from xmask3d.data.synth.reconstruct import ScanSettings, reconstruct
 from xmask3d.data.synth.regions import RegionNoise, make_regions
 from xmask3d.data.synth.render import render_view, surface_colors
 from xmask3d.data.synth.rooms import build_room
@@ -100,9 +101,10 @@ def room_type_of(index: int) -> str:
 
 def _streams(index: int, seed: int) -> list[np.random.SeedSequence]:
     """Independent seed sequences of scene ``index``: room, points, camera, views, captions,
-    region captions, look (studio draw and colour cast). A child's stream does not depend on
-    how many are spawned, so scenes made before the look existed are unchanged."""
-    return np.random.SeedSequence([seed, index]).spawn(7)
+    region captions, look (studio draw and colour cast), reconstruction (camera loop and depth
+    noise of ``--scan-views``). A child's stream does not depend on how many are spawned, so
+    scenes made before the look or the reconstruction existed are unchanged."""
+    return np.random.SeedSequence([seed, index]).spawn(8)
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ def sample_surface(room: Room, density: float,
 def generate_scan(index: int, *, seed: int, n_views: int, density: float,
                   point_noise: float = 0.005, color_noise: float = 0.012,
                   region_noise: RegionNoise | None = None, studio: float = 0.0,
-                  color_cast: float = 0.0) -> SynthScan:
+                  color_cast: float = 0.0, scan: ScanSettings | None = None) -> SynthScan:
     """Generate scene ``index`` of the dataset with master seed ``seed``.
 
     Args:
@@ -192,16 +194,24 @@ def generate_scan(index: int, *, seed: int, n_views: int, density: float,
         color_noise: standard deviation of the point colour noise (fraction of full scale).
         region_noise: error rates of the region captions (default :class:`RegionNoise`).
         studio, color_cast: the realism options of :func:`room_look` (0: off).
+        scan: with ``scan.views`` >= 1 the point cloud is fused from that many noisy depth
+            frames (``synth/reconstruct.py``) instead of sampled on every surface; ``density``
+            and ``point_noise`` are then unused.
     """
-    room_ss, point_ss, cam_ss, view_ss, cap_ss, region_ss, _ = _streams(index, seed)
+    room_ss, point_ss, cam_ss, view_ss, cap_ss, region_ss, _, scan_ss = _streams(index, seed)
     look = room_look(index, seed=seed, studio=studio, color_cast=color_cast)
     room = build_room(look.room_type, np.random.default_rng(room_ss))
     tables = primitive_tables(room.primitives)
     rng = np.random.default_rng(point_ss)
-    points, normals, prim = sample_surface(room, density, rng)
-    rgb = surface_colors(room.primitives, prim, points, normals, room.light)
+    if scan is not None and scan.views > 0:
+        noisy, rgb, prim = reconstruct(room, scan, K_320x240, IMAGE_HW,
+                                       np.random.default_rng(scan_ss))
+    else:
+        points, normals, prim = sample_surface(room, density, rng)
+        rgb = surface_colors(room.primitives, prim, points, normals, room.light)
     rgb = rgb * look.gain + rng.normal(0.0, color_noise, rgb.shape)
-    noisy = points + rng.normal(0.0, point_noise, points.shape)
+    if scan is None or scan.views == 0:
+        noisy = points + rng.normal(0.0, point_noise, points.shape)
     scan = SynthScan(scene_name(index), room, noisy,
                      np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8), tables["label"][prim],
                      tables["raw200"][prim], tables["instance"][prim])
