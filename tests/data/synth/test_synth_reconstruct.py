@@ -106,3 +106,21 @@ def test_scan_views_option_is_validated_and_parsed():
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["synth", "--out", "x", "--scan-views", "40"])
     assert args.scan_views == 40
+
+
+def test_reconstruction_figure_shows_both_scans(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from PIL import Image
+
+    from xmask3d.data.synth.figure import plot_reconstruction
+
+    sampled = generate_scan(0, seed=3, n_views=1, density=100.0)
+    fused = generate_scan(0, seed=3, n_views=1, density=100.0, scan=FAST)
+    path = tmp_path / "recon.png"
+    plot_reconstruction([(sampled, fused)], path)
+    img = np.asarray(Image.open(path).convert("L"))
+    assert img.shape == (360, 1500)  # one row of four panels at 100 dpi
+    for panel in np.array_split(img[40:], 4, axis=1):  # every panel has points drawn in it
+        assert (panel < 200).mean() > 0.005

@@ -47,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "points and views (default 0; 0.3 gives real-scan-like variety)")
     p.add_argument("--scan-views", type=int, default=0, metavar="N",
                    help="make each point cloud as a real scan is made: N noisy depth frames "
-                        "along the camera loop, fused in 3.5 cm voxels (no ceiling, no "
+                        "along the camera loop, fused in 4.5 cm voxels (no ceiling, no "
                         "undersides, holes where the camera never looked; about 3 s per scene "
                         "for N = 40); default 0 samples every surface")
     p.add_argument("--overwrite", action="store_true",

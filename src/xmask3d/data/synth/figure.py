@@ -9,6 +9,7 @@ import numpy as np
 from xmask3d.data.labels import SCANNET20_NAMES, nyu40_to_scannet20
 from xmask3d.data.scene import IGNORE_LABEL
 from xmask3d.data.synth.camera import look_pose
+from xmask3d.data.synth.reconstruct import ScanSettings
 from xmask3d.data.synth.scan import K_320x240, SynthScan, generate_scan
 
 
@@ -33,15 +34,22 @@ def _top_down(ax, scan: SynthScan, colors: np.ndarray) -> None:
     ax.set_yticks([])
 
 
-def _perspective(ax, scan: SynthScan, colors: np.ndarray) -> None:
-    """A "dollhouse" view: the two walls nearest to the eye and the ceiling are cut away."""
+def _perspective(ax, scan: SynthScan, colors: np.ndarray, *, low: bool = False) -> None:
+    """A "dollhouse" view: the two walls nearest to the eye and the ceiling are cut away.
+
+    ``low``: a worm's-eye view instead, from 0.3 m above the floor looking up across the room
+    with the ceiling kept, where ceilings and the undersides of furniture show.
+    """
     room = scan.room
     p = scan.points
     near_wall = (scan.labels == 0) & ((p[:, 0] < 0.03) | (p[:, 1] < 0.03))
-    keep = (p[:, 2] < room.height - 0.05) & ~near_wall
+    keep = ~near_wall if low else (p[:, 2] < room.height - 0.05) & ~near_wall
     pts, col = p[keep], colors[keep]
     eye = np.array([-0.35 * room.width, -0.35 * room.depth, room.height + 1.5])
     center = np.array([room.width / 2, room.depth / 2, 0.4])
+    if low:
+        eye = np.array([-0.6, -0.6, 0.3])
+        center = np.array([room.width, room.depth, 0.35 * room.height])
     d = center - eye
     pose = look_pose(eye, float(np.arctan2(d[1], d[0])), float(np.arctan2(d[2], np.hypot(*d[:2]))))
     cam = (pts - pose[:3, 3]) @ pose[:3, :3]
@@ -110,6 +118,26 @@ def plot_views(scans: list[SynthScan], path: str | Path, *, per_scene: int = 1) 
     plt.close(fig)
 
 
+def plot_reconstruction(pairs: list[tuple[SynthScan, SynthScan]], path: str | Path) -> None:
+    """Save a grid: per scene, surface sampling against the fused depth frames of
+    ``--scan-views``, from above (ceiling cut away) and from below (ceiling kept)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(pairs), 4, figsize=(15, 3.6 * len(pairs)), squeeze=False)
+    for i, (sampled, fused) in enumerate(pairs):
+        for j, (scan, what, low) in enumerate(((sampled, "surfaces sampled", False),
+                                               (fused, "fused depth frames", False),
+                                               (sampled, "surfaces sampled", True),
+                                               (fused, "fused depth frames", True))):
+            _perspective(axes[i, j], scan, scan.colors / 255.0, low=low)
+            view = "from below, ceiling kept" if low else "from above"
+            axes[i, j].set_title(f"{scan.name} ({scan.room.room_type}): {what}\n{view}, "
+                                 f"{len(scan.points):,} points", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _n_classes(nyu40: np.ndarray) -> int:
     labels, counts = np.unique(nyu40_to_scannet20(nyu40), return_counts=True)
     return int(((labels != IGNORE_LABEL) & (counts >= nyu40.size // 100)).sum())
@@ -120,7 +148,9 @@ def make_figures(out_dir: str | Path, *, seed: int = 1, scenes: int = 5, views: 
     """Generate ``scenes`` scenes (one per room type for 5) and write the two doc pictures.
 
     Returns:
-        The written paths (``synth_scenes.png``, ``synth_views.png``).
+        The written paths (``synth_scenes.png``, ``synth_views.png``, and
+        ``synth_reconstruction.png``: the first two scenes sampled and fused from 40 depth
+        frames).
     """
     import matplotlib
 
@@ -130,7 +160,10 @@ def make_figures(out_dir: str | Path, *, seed: int = 1, scenes: int = 5, views: 
     scans = [generate_scan(i, seed=seed, n_views=views, density=density) for i in range(scenes)]
     for s in scans:  # show the views with the most classes first
         s.views.sort(key=lambda v: -_n_classes(v.nyu40))
-    paths = [out / "synth_scenes.png", out / "synth_views.png"]
+    paths = [out / "synth_scenes.png", out / "synth_views.png", out / "synth_reconstruction.png"]
     plot_scenes(scans, paths[0])
     plot_views(scans, paths[1])
+    fused = [generate_scan(i, seed=seed, n_views=1, density=density,
+                           scan=ScanSettings(views=40)) for i in range(2)]
+    plot_reconstruction(list(zip(scans[:2], fused, strict=True)), paths[2])
     return paths

@@ -43,7 +43,7 @@ class ScanSettings:
     hw: tuple[int, int] = (120, 160)
     max_depth: float = 4.0
     depth_noise: float = 1.0
-    fuse_voxel: float = 0.035
+    fuse_voxel: float = 0.045
 
 
 def axial_sigma(depth: np.ndarray) -> np.ndarray:
