@@ -92,7 +92,7 @@ def test_scan_views_change_only_the_point_cloud():
     np.testing.assert_array_equal(a.labels, b.labels)
     assert not np.array_equal(a.points.shape, plain.points.shape) or \
         not np.allclose(a.points, plain.points)
-    for va, vp in zip(a.views, plain.views):  # the 2D views are the same frames
+    for va, vp in zip(a.views, plain.views, strict=True):  # the 2D views are the same frames
         np.testing.assert_array_equal(va.color, vp.color)
         assert va.caption == vp.caption
     assert set(np.unique(a.labels)) <= set(np.unique(plain.labels)) | {IGNORE_LABEL}
