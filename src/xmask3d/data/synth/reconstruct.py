@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from xmask3d.data.sens import scale_intrinsics
 from xmask3d.data.synth.camera import camera_path
 from xmask3d.data.synth.layout import Room
 from xmask3d.data.synth.render import camera_dirs, raycast, surface_colors, surface_normals
@@ -51,14 +52,6 @@ def axial_sigma(depth: np.ndarray) -> np.ndarray:
     return 0.0012 + 0.0019 * (depth - 0.4) ** 2
 
 
-def _scaled_intrinsics(K: np.ndarray, src_hw: tuple[int, int],
-                       hw: tuple[int, int]) -> np.ndarray:
-    out = np.array(K, dtype=np.float64)[:3, :3].copy()
-    out[0] *= hw[1] / src_hw[1]
-    out[1] *= hw[0] / src_hw[0]
-    return out
-
-
 def reconstruct(room: Room, settings: ScanSettings, K: np.ndarray, K_hw: tuple[int, int],
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fused points of ``settings.views`` noisy depth frames of ``room``.
@@ -77,7 +70,7 @@ def reconstruct(room: Room, settings: ScanSettings, K: np.ndarray, K_hw: tuple[i
     """
     if settings.views < 1:
         raise ValueError(f"reconstruct needs at least one view, got {settings.views}")
-    Ks = _scaled_intrinsics(K, K_hw, settings.hw)
+    Ks = scale_intrinsics(K, K_hw[::-1], settings.hw[::-1])
     dirs_cam = camera_dirs(Ks, settings.hw)
     pts, cols, prims = [], [], []
     for pose in camera_path(room, settings.views, rng):
@@ -114,9 +107,9 @@ def fuse(points: np.ndarray, colors: np.ndarray, prim: np.ndarray,
     mean_p = np.stack([np.bincount(inv, points[:, k], n) for k in range(3)], 1) / counts[:, None]
     mean_c = np.stack([np.bincount(inv, colors[:, k], n) for k in range(3)], 1) / counts[:, None]
     # majority primitive per voxel: count (voxel, primitive) pairs, keep the largest count
-    pair = inv * (int(prim.max()) + 1) + prim
-    upair, pair_count = np.unique(pair, return_counts=True)
-    vox_of_pair, prim_of_pair = np.divmod(upair, int(prim.max()) + 1)
+    n_prim = int(prim.max()) + 1
+    upair, pair_count = np.unique(inv * n_prim + prim, return_counts=True)
+    vox_of_pair, prim_of_pair = np.divmod(upair, n_prim)
     order = np.lexsort((prim_of_pair, -pair_count, vox_of_pair))  # per voxel: most, then smallest
     first = np.ones(len(order), dtype=bool)
     first[1:] = vox_of_pair[order][1:] != vox_of_pair[order][:-1]

@@ -203,16 +203,17 @@ def generate_scan(index: int, *, seed: int, n_views: int, density: float,
     room = build_room(look.room_type, np.random.default_rng(room_ss))
     tables = primitive_tables(room.primitives)
     rng = np.random.default_rng(point_ss)
-    if scan is not None and scan.views > 0:
+    fused = scan is not None and scan.views > 0
+    if fused:  # positions already carry the depth noise
         noisy, rgb, prim = reconstruct(room, scan, K_320x240, IMAGE_HW,
                                        np.random.default_rng(scan_ss))
     else:
         points, normals, prim = sample_surface(room, density, rng)
         rgb = surface_colors(room.primitives, prim, points, normals, room.light)
     rgb = rgb * look.gain + rng.normal(0.0, color_noise, rgb.shape)
-    if scan is None or scan.views == 0:
+    if not fused:
         noisy = points + rng.normal(0.0, point_noise, points.shape)
-    scan = SynthScan(scene_name(index), room, noisy,
+    out = SynthScan(scene_name(index), room, noisy,
                      np.clip(np.round(rgb * 255), 0, 255).astype(np.uint8), tables["label"][prim],
                      tables["raw200"][prim], tables["instance"][prim])
     poses = camera_path(room, n_views, np.random.default_rng(cam_ss))
@@ -229,8 +230,8 @@ def generate_scan(index: int, *, seed: int, n_views: int, density: float,
             view.color = np.clip(np.round(view.color * look.gain), 0, 255).astype(np.uint8)
         view.regions = [r.region for r in make_regions(view.instance, inst_name, inst_color,
                                                        room.room_type, region_rng, region_noise)]
-        scan.views.append(view)
-    return scan
+        out.views.append(view)
+    return out
 
 
 def _view(room: Room, tables: dict[str, np.ndarray], pose: np.ndarray, name: str,
