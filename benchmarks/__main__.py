@@ -1,7 +1,8 @@
 """``python -m benchmarks`` (``make bench``): regenerate docs/RESULTS.md and docs/results.json.
 
 Sections: ``quality`` (synthetic benchmark, three splits x seeds), ``ablations`` (B15/N4),
-``budget`` (the full B15/N4 model at shorter training budgets, first seed), ``learning3d``
+``budget`` (the full B15/N4 model at shorter training budgets, first seed), ``caption_noise``
+(the full B15/N4 model with region captions at 0 / 20 / 40 % error rates), ``learning3d``
 (diagnostic: the 3D network alone at the protocol's budget and two learning rates), ``real``
 (ScanNet scene0000_00 with its three frames), ``speed`` (tiny per-view timing, full-size
 forward, segment cost curve, sparse backends and FLOP/s). ``--quick`` runs a tiny version of the
@@ -21,7 +22,7 @@ from benchmarks.quality import (ABLATIONS, BUDGET_STEPS, QUICK, SPLIT_CONFIGS, P
                                 budget_slug, ensure_data, run_quality, split_slug)
 from benchmarks.report import render
 
-SECTIONS = ("quality", "ablations", "budget", "learning3d", "real", "speed")
+SECTIONS = ("quality", "ablations", "budget", "caption_noise", "learning3d", "real", "speed")
 
 
 def _speed(results: Path, runs: Path) -> None:
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="seeds of each other budget (the first N of --seeds; default 1)")
     p.add_argument("--seeds", type=int, nargs="*", default=None,
                    help="training seeds of the quality runs (default 0 1)")
+    p.add_argument("--noise-rates", type=float, nargs="*", default=None,
+                   help="region-caption error rates of the caption_noise section (default "
+                        "0 0.2 0.4)")
     p.add_argument("--jobs", type=int, default=1,
                    help="quality runs (seeds) trained in parallel, sharing the CPU threads")
     p.add_argument("--quick", action="store_true", help="tiny protocol into --runs (for tests)")
@@ -90,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                     ablations=a.ablations if "ablations" in a.only else [], runs_dir=runs,
                     jobs=a.jobs, budget=budget if "budget" in a.only else [],
                     budget_seeds=a.budget_seeds)
+    if "caption_noise" in a.only:
+        from benchmarks.caption_noise import NOISE_RATES, run_caption_noise
+
+        run_caption_noise(results, runs, proto=proto, jobs=a.jobs,
+                          rates=a.noise_rates if a.noise_rates is not None else NOISE_RATES)
     if "learning3d" in a.only and not a.quick:
         from benchmarks.learning3d import Curve, run_learning3d
 

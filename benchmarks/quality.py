@@ -95,14 +95,20 @@ def _cli(argv: list[str]) -> None:
         raise RuntimeError(f"xmask3d {' '.join(argv)} exited with {code}")
 
 
-def ensure_data(root: Path, proto: Protocol) -> Path:
-    """Generate the fixed synthetic benchmark once (kept between runs)."""
+def ensure_data(root: Path, proto: Protocol, *, region_noise: float | None = None) -> Path:
+    """Generate the fixed synthetic benchmark once (kept between runs); ``region_noise``
+    (``synth --region-noise``) sets all four region-caption error rates instead of the
+    defaults: the same rooms, views and view captions, other region captions."""
     marker = root / "bench_protocol.json"
     want = {"scenes": proto.scenes, "views": proto.views, "seed": proto.data_seed}
+    noise = [] if region_noise is None else ["--region-noise", str(region_noise)]
+    if region_noise is not None:
+        want["region_noise"] = region_noise
     if marker.is_file() and json.loads(marker.read_text()) == want:
         return root
     _cli(["synth", "--out", str(root), "--scenes", str(proto.scenes), "--views",
-          str(proto.views), "--seed", str(proto.data_seed), "--overwrite", "--no-progress"])
+          str(proto.views), "--seed", str(proto.data_seed), *noise, "--overwrite",
+          "--no-progress"])
     marker.write_text(json.dumps(want))
     return root
 
@@ -156,13 +162,14 @@ def _child_job(config: str, overrides: list[str], *, data: Path, out: Path, seed
 
 @dataclass
 class _Task:
-    kind: str            # "splits" or "ablations"
+    kind: str            # "splits", "ablations", "budget" or "caption_noise"
     name: str            # row name
     config: str
     overrides: list[str]
     slug: str            # run folder prefix
     seed: int
     steps: int | None = None  # training budget when not the protocol's
+    data: Path | None = None  # dataset root when not the protocol's
 
     def proto(self, proto: Protocol) -> Protocol:
         return replace(proto, steps=self.steps) if self.steps else proto
@@ -177,7 +184,7 @@ def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jo
     ``cpu_count // jobs`` threads. ``on_result(task, result)`` is called as each finishes."""
     if jobs <= 1:
         for t in tasks:
-            on_result(t, train_and_eval(t.config, t.overrides, data=data, seed=t.seed,
+            on_result(t, train_and_eval(t.config, t.overrides, data=t.data or data, seed=t.seed,
                                         proto=t.proto(proto), out=t.out(runs_dir)))
         return
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -186,7 +193,7 @@ def _pool(tasks: list[_Task], *, data: Path, proto: Protocol, runs_dir: Path, jo
         while queue and len(running) < jobs:
             t = queue.pop(0)
             running[t.slug, t.seed] = (t, _child_job(
-                t.config, t.overrides, data=data, out=t.out(runs_dir), seed=t.seed,
+                t.config, t.overrides, data=t.data or data, out=t.out(runs_dir), seed=t.seed,
                 proto=t.proto(proto), threads=threads))
         time.sleep(2)
         for key, (t, proc) in list(running.items()):

@@ -6,6 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
+from benchmarks.caption_noise import NOISE_RATES, caption_noise_tables
 from benchmarks.quality import ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol, _protocol_key
 from benchmarks.real import real_segment_tables, real_tables
 from xmask3d.data.processed import atomic_write
@@ -422,9 +423,11 @@ def how_to_run(data: dict) -> list[str]:
     q = data.get("quality", {})
     seen, total, wall = set(), 0.0, 0.0
     for rows in [*q.get("splits", {}).values(), *q.get("ablations", {}).values(),
-                 *q.get("budget", {}).values()]:
+                 *q.get("budget", {}).values(),
+                 *data.get("caption_noise", {}).get("rates", {}).values()]:
         for r in rows:
-            key = (r.get("config"), tuple(r.get("overrides", [])), r.get("seed"), r.get("steps"))
+            key = (r.get("config"), tuple(r.get("overrides", [])), r.get("seed"), r.get("steps"),
+                   r.get("region_noise"))
             if key not in seen:
                 seen.add(key)
                 total += r.get("train_s", 0.0)
@@ -436,7 +439,8 @@ def how_to_run(data: dict) -> list[str]:
              "`python -m benchmarks --only quality --jobs 2` (three splits x seeds; `--jobs 2` "
              "trains two seeds at once, one thread each), `--only ablations --jobs 2`, "
              "`--only budget --jobs 2` (the full B15/N4 model at shorter budgets: quality "
-             "against training time), "
+             "against training time), `--only caption_noise --jobs 2` (region-caption error rates "
+             "0 / 20 / 40 %, two seeds each), "
              "`--only learning3d` (diagnostic: the 3D network alone), `--only real` (needs "
              "../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
              "Finished runs of the same protocol are kept in results.json and not re-run; delete "
@@ -451,7 +455,8 @@ def how_to_run(data: dict) -> list[str]:
     stored = {k: v for k, v in q.get("protocol", {}).items() if k != "seeds"}
     if stored and stored != _protocol_key(now):
         runs = sum(len(now.row_seeds("splits", n)) for n in SPLIT_CONFIGS) + sum(
-            len(now.row_seeds("ablations", n)) for n in ABLATIONS if not n.startswith("full"))
+            len(now.row_seeds("ablations", n)) for n in ABLATIONS if not n.startswith("full")) + \
+            len(NOISE_RATES) * len(now.seeds)
         share = sum(BUDGET_STEPS) / now.steps
         ref = next(iter(data.get("recipe", {}).get("curves", {}).values()), {}).get("points")
         lines[0] += (f" **The quality tables below were measured under an earlier protocol** "
@@ -482,6 +487,8 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
         lines += budget + [""] if budget else []
     if data.get("recipe"):
         lines += recipe_tables(data["recipe"], img) + [""]
+    if data.get("caption_noise"):
+        lines += caption_noise_tables(data["caption_noise"], img) + [""]
     if data.get("learning3d"):
         lines += learning3d_tables(data["learning3d"]) + [""]
     if "real_scan" in data:

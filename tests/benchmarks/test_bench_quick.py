@@ -48,3 +48,19 @@ def test_quick_benchmark_writes_results_and_report(tmp_path):
     again = json.loads((tmp_path / "docs" / "results.json").read_text())["quality"]
     assert again["splits"] == q["splits"] and again["ablations"] == q["ablations"]
     assert again["budget"] == q["budget"]
+
+
+def test_quick_caption_noise_section_trains_on_its_own_data(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path / "docs"),
+           "--runs", str(tmp_path / "runs"), "--only", "caption_noise", "--noise-rates", "0.4",
+           "--seeds", "0"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sec = json.loads((tmp_path / "docs" / "results.json").read_text())["caption_noise"]
+    assert list(sec["rates"]) == ["0.4"] and sec["protocol"]["steps"] == 2
+    run = sec["rates"]["0.4"][0]
+    assert run["seed"] == 0 and run["region_noise"] == 0.4
+    cfg = (tmp_path / "runs" / "capnoise40_s0" / "config.yaml").read_text()
+    assert "bench_data_region_noise0.4" in cfg
+    assert "Region-caption noise" in (tmp_path / "docs" / "RESULTS.md").read_text()

@@ -101,7 +101,8 @@ def test_budget_table_orders_by_steps_and_plots(tmp_path):
     assert "about 3.4 h of wall time, so a fresh `make bench` takes about 3.5 h" in text
     # the stored protocol is not the current one: the report says so, and what make bench runs
     assert "The quality tables below were measured under an earlier protocol" in text
-    assert "120 rooms, 1100 steps, 26 runs" in text
+    # 26 split and ablation runs + 3 region-caption error rates x 2 seeds
+    assert "120 rooms, 1100 steps, 32 runs" in text
 
 
 def test_learning3d_table_from_hand_made_curves(tmp_path):
