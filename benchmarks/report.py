@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.caption_noise import NOISE_RATES, caption_noise_tables
+from benchmarks.levers import levers_table
 from benchmarks.quality import ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol, _protocol_key
 from benchmarks.real import real_segment_tables, real_tables
 from xmask3d.data.processed import atomic_write
@@ -495,6 +496,8 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
         lines += real_tables(data["real_scan"]) + [""]
     if data.get("real_scan_segment"):
         lines += real_segment_tables(data["real_scan_segment"]) + [""]
+    if data.get("levers"):
+        lines += levers_table(data["levers"]) + [""]
     if "speed" in data:
         if data["speed"].get("segment_curve"):
             plot_segment_curve(data["speed"]["segment_curve"], img / "segment_cost_curve.png")
