@@ -98,11 +98,12 @@ def levers_table(section: dict) -> list[str]:
              "the seeds. `python -m benchmarks.levers --lever NAME --run RUN`.", "",
              "| lever | seeds | " + " | ".join(h for h, _, _ in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
-    for name, entry in section.items():
-        runs = entry["runs"]
+    names = sorted(section, key=lambda n: (not section[n].get("reference"), n))
+    for name in names:
+        runs = section[name]["runs"]
         lines.append(f"| {name} | {', '.join(str(r['seed']) for r in runs)} | "
                      + " | ".join(_cell(runs, w, k) for _, w, k in COLUMNS) + " |")
-    notes = [f"- **{name}**: {e['note']}" for name, e in section.items() if e.get("note")]
+    notes = [f"- **{n}**: {section[n]['note']}" for n in names if section[n].get("note")]
     return lines + ([""] + notes if notes else [])
 
 
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lever", required=True, help="the lever's row name")
     p.add_argument("--run", required=True, type=Path, help="a finished training run folder")
     p.add_argument("--note", default=None, help="one sentence: what the lever is")
+    p.add_argument("--reference", action="store_true",
+                   help="this lever is the reference the others change (its row comes first)")
     p.add_argument("--data", type=Path, default=None,
                    help="the bench data whose val rooms score the run (default: "
                         "runs/bench/bench_data, made by the quality protocol if absent)")
@@ -127,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     entry = section.setdefault(a.lever, {"note": "", "runs": []})
     if a.note is not None:
         entry["note"] = a.note
+    if a.reference:
+        entry["reference"] = True
     entry["runs"] = sorted([r for r in entry["runs"] if r["seed"] != row["seed"]] + [row],
                            key=lambda r: r["seed"])
     merge_results(results, "levers", section)

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     bundled = default_checkpoint()
     if args.compare_bundled and not args.make_checkpoint and bundled.is_file():
-        # the same two scans with the bundled checkpoint (`make checkpoint`: 900 steps on 60
+        # the same two scans with the bundled checkpoint (`make checkpoint`: 1,100 steps on 96
         # rooms), which shows what a longer training run than the demo's few minutes gives
         times["segment_synth_bundled"] = _step(
             f"extra: segment {scene} with the bundled checkpoint (longer training)", [

@@ -70,3 +70,12 @@ def test_single_seed_cells_and_missing_values():
     assert row.split(" | ")[1:] == ["0", "1.0", "2.0", "3.0", "4.0", "-", "7.0", "8.0",
                                     "6.0 |"]
     assert levers_table({}) == []
+
+
+def test_the_reference_row_comes_first():
+    run = {"seed": 0, "synthetic": {}, "virtual": {}, "3d-only": {}}
+    section = {"a lever": {"note": "", "runs": [run]},
+               "z recipe": {"note": "the reference", "runs": [run], "reference": True}}
+    rows = [ln.split(" | ")[0] for ln in levers_table(section) if ln.startswith("| ") and
+            "---" not in ln][1:]
+    assert rows == ["| z recipe", "| a lever"]
