@@ -124,7 +124,9 @@ def caption_noise_tables(sec: dict, img_dir: Path | None) -> list[str]:
              f"{p['data_seed']}`) made again with `--region-noise R`: every error rate of the "
              "synthetic dense captioner (missed objects, wrong nouns, merged neighbours, "
              "hallucinated objects) set to R. Same rooms, views and view captions; full model, "
-             f"{p['steps']} steps, evaluation as above. Cells: mean ± half-range over seeds.", "",
+             f"{p['steps']} steps, evaluation as in the quality section. Cells: mean ± "
+             "half-range over seeds (a row with fewer seeds is not comparable to their mean: "
+             "compare seed by seed).", "",
              "| region-caption error rates | seeds | fused hIoU | fused base | fused novel | "
              "3D-only novel |", "|---|---|---|---|---|---|"]
     for label, _, runs in rows:
