@@ -25,7 +25,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import merge_results
-from xmask3d.data.processed import atomic_write
+from xmask3d.apps.common import write_json
 
 __all__ = ["levers_table", "score_run"]
 
@@ -37,10 +37,6 @@ COLUMNS = (  # (header, where, key)
     ("real novel, virtual views", "virtual", "mIoU_novel"),
     ("real base, 3D only", "3d-only", "mIoU_base"),
     ("real floor, 3D only", "3d-only", "floor"), ("real wall, virtual views", "virtual", "wall"))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda t: Path(t).write_text(json.dumps(data, indent=1)))
 
 
 def score_run(run: Path, data: Path) -> dict:
@@ -67,7 +63,7 @@ def score_run(run: Path, data: Path) -> dict:
         scores = segment_real_scan(ckpt, run / "real_segment", REAL_MODES)
         for s in scores.values():
             s.pop("picture", None)
-        _write_json(real_file, scores)
+        write_json(real_file, scores)
     real = json.loads(real_file.read_text())
     out = {"seed": seed, "run": str(run),
            "synthetic": {k: round(fused[k], 1) for k in ("hIoU", "mIoU_base", "mIoU_novel")}}
