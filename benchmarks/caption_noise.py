@@ -21,6 +21,8 @@ import statistics
 from pathlib import Path
 
 from benchmarks.common import merge_results
+from benchmarks.common import prediction_cell as _cell
+from benchmarks.common import prediction_stat as _mean
 from benchmarks.quality import SPLIT_CONFIGS, Protocol, _pool, _protocol_key, _Task, ensure_data
 from xmask3d.data.processed import atomic_write
 
@@ -89,16 +91,6 @@ def run_caption_noise(results: Path, runs_dir: Path, *, proto: Protocol,
     _pool(tasks, data=runs_dir / "bench_data", proto=proto, runs_dir=runs_dir, jobs=jobs,
           on_result=store)
     return json.loads(results.read_text())["caption_noise"]
-
-
-def _mean(runs: list[dict], kind: str, metric: str) -> tuple[float, float]:
-    vals = [r["predictions"][kind][metric] for r in runs]
-    return statistics.mean(vals), (max(vals) - min(vals)) / 2
-
-
-def _cell(runs: list[dict], kind: str, metric: str) -> str:
-    m, s = _mean(runs, kind, metric)
-    return f"{m:.1f} ± {s:.1f}" if len(runs) > 1 else f"{m:.1f}"
 
 
 def _rows(sec: dict) -> list[tuple[str, float, list[dict]]]:

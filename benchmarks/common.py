@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -62,3 +63,18 @@ def start_child(module: str, job: dict, log_path: Path, *, threads: int) -> subp
     log = open(log_path, "w")  # noqa: SIM115 (lives as long as the process)
     return subprocess.Popen([sys.executable, "-m", module, json.dumps(job)], stdout=log,
                             stderr=subprocess.STDOUT, env=env)
+
+
+def prediction_stat(runs: list[dict], kind: str, metric: str) -> tuple[float, float]:
+    """Mean and half-range over ``runs`` of ``predictions[kind][metric]`` (None and NaN skipped)."""
+    vals = [r["predictions"][kind][metric] for r in runs]
+    vals = [v for v in vals if v is not None and v == v]
+    if not vals:
+        return float("nan"), float("nan")
+    return statistics.mean(vals), (max(vals) - min(vals)) / 2 if len(vals) > 1 else 0.0
+
+
+def prediction_cell(runs: list[dict], kind: str, metric: str) -> str:
+    """A table cell: ``mean ± half-range`` over several runs, the value of one."""
+    m, s = prediction_stat(runs, kind, metric)
+    return f"{m:.1f} ± {s:.1f}" if len(runs) > 1 else f"{m:.1f}"

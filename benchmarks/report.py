@@ -7,6 +7,8 @@ import statistics
 from pathlib import Path
 
 from benchmarks.caption_noise import NOISE_RATES, caption_noise_tables
+from benchmarks.common import prediction_cell as _cell
+from benchmarks.common import prediction_stat as _stat
 from benchmarks.levers import levers_table
 from benchmarks.quality import ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol, _protocol_key
 from benchmarks.real import real_segment_tables, real_tables
@@ -14,19 +16,6 @@ from xmask3d.data.processed import atomic_write
 
 PAPER_B15N4 = {"XMask3D (paper, ScanNet)": (70.0, 69.8, 70.2)}
 TARGETS = {"mIoU_base": 60.0, "mIoU_novel": 20.0}
-
-
-def _stat(runs: list[dict], kind: str, metric: str) -> tuple[float, float]:
-    vals = [r["predictions"][kind][metric] for r in runs]
-    vals = [v for v in vals if v is not None and v == v]
-    if not vals:
-        return float("nan"), float("nan")
-    return statistics.mean(vals), (max(vals) - min(vals)) / 2 if len(vals) > 1 else 0.0
-
-
-def _cell(runs: list[dict], kind: str, metric: str) -> str:
-    m, s = _stat(runs, kind, metric)
-    return f"{m:.1f} ± {s:.1f}" if len(runs) > 1 else f"{m:.1f}"
 
 
 def _train_time(runs: list[dict]) -> str:
