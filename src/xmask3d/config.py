@@ -152,6 +152,7 @@ class LossCfg:
     region_fused: float = 0.0             # paper configs, on in the tiny ones
     region_temperature: float = 0.07      # 0 = the model's learned logit scale
     region_max_points: int = 0            # random cap on the entries of each term (0 = all)
+    region_base_weight: float = 1.0       # weight of base-labelled points in those terms
     point_balance: float = 0.0            # point CE class weights f_c ** -x from the training
                                           # labels' frequencies (0 = plain CE, as published)
 
@@ -349,6 +350,9 @@ def validate(cfg: XMask3DConfig) -> None:
     if cfg.loss.region_temperature < 0 or cfg.loss.region_max_points < 0:
         raise ConfigError("loss.region_temperature and loss.region_max_points must be >= 0 "
                           "(0 = the learned logit scale / no cap)")
+    if not 0.0 <= cfg.loss.region_base_weight <= 1.0:
+        raise ConfigError(f"loss.region_base_weight must be in [0, 1], got "
+                          f"{cfg.loss.region_base_weight}")
     if cfg.loss.point_balance < 0:
         raise ConfigError(f"loss.point_balance must be >= 0 (0 = plain CE), got "
                           f"{cfg.loss.point_balance}")

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from xmask3d.data.batch import ViewBatch
+from xmask3d.errors import ConfigError
 from xmask3d.losses.alignment import mask_region_alignment
 from xmask3d.losses.criterion import LossWeights, compute_losses
 from xmask3d.losses.matcher import HungarianMatcher
@@ -251,3 +252,30 @@ def test_compute_losses_adds_the_region_terms_only_when_asked() -> None:
     by_scale = region_contrast(outputs.point_feats_fused, target, text.embeds, scale=14.3)
     assert learned["loss_region_fused"].item() == pytest.approx(by_scale.item(), rel=1e-5)
     assert set(losses_with(LossWeights(num_points=None))) & {"loss_region_3d"} == set()
+
+
+@pytest.mark.parametrize("base_weight", [0.0, 0.25])
+def test_region_base_weight_scales_base_labelled_points(base_weight: float) -> None:
+    batch, text = _regions_batch()
+    outputs = make_outputs()
+    is_base = torch.zeros(40, dtype=torch.bool)
+    is_base[::3] = True                                   # a third of the points: base-labelled
+    batch.binary_labels = torch.where(is_base, 1, 0)
+    weights = LossWeights(num_points=None, region_fused=1.0, region_base_weight=base_weight)
+    terms = compute_losses(outputs, batch, weights=weights,
+                           matcher=HungarianMatcher(num_points=None), caption_embeds=None,
+                           alignment_on=False, region_text=text)
+    target = torch.tensor([0] * 10 + [1] * 6 + [-1] * 4 + [0] * 10 + [2] * 4 + [-1] * 6)
+    w = torch.where(is_base, base_weight, 1.0)
+    expected = region_contrast(outputs.point_feats_fused, torch.where(w > 0, target, -1),
+                               text.embeds, scale=1 / 0.07, weights=w)
+    assert terms["loss_region_fused"].item() == pytest.approx(expected.item(), rel=1e-4)
+    full = compute_losses(outputs, batch, weights=LossWeights(num_points=None, region_fused=1.0),
+                          matcher=HungarianMatcher(num_points=None), caption_embeds=None,
+                          alignment_on=False, region_text=text)
+    assert full["loss_region_fused"].item() != pytest.approx(expected.item(), rel=1e-3)
+
+
+def test_region_base_weight_outside_0_1_is_refused() -> None:
+    with pytest.raises(ConfigError, match="region_base_weight"):
+        LossWeights(region_base_weight=1.5)

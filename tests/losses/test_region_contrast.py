@@ -147,3 +147,19 @@ def test_priming_encodes_a_dataset_in_batches_and_steps_then_hit_the_cache() -> 
     enc.calls.clear()
     region_text_embeddings(text, phrases[:5] + phrases[-3:], torch.device("cpu"))
     assert enc.calls == []
+
+
+def test_weighted_dedup_sums_the_point_weights() -> None:
+    g = torch.Generator().manual_seed(4)
+    point2voxel = torch.randint(0, 10, (150,), generator=g)
+    target = torch.randint(-1, 3, (150,), generator=g)
+    point_weight = torch.rand(150, generator=g)
+    voxel_feats = torch.randn(10, 5, generator=g)
+    phrases = F.normalize(torch.randn(3, 5, generator=g), dim=-1)
+    rep, summed = dedup_per_voxel(point2voxel, target, point_weight)
+    assert summed.sum().item() == pytest.approx(point_weight[target >= 0].sum().item(), rel=1e-5)
+    fast = region_contrast(voxel_feats[point2voxel[rep]], target[rep], phrases, scale=5.0,
+                           weights=summed)
+    slow = region_contrast(voxel_feats[point2voxel], target, phrases, scale=5.0,
+                           weights=point_weight)
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-5)

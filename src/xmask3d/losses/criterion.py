@@ -54,6 +54,7 @@ class LossWeights:
     region_fused: float = 0.0  # ... of the fused features
     region_temperature: float = 0.07  # its temperature; 0 = the model's learned logit scale
     region_max_points: int = 0  # random cap on the entries of each region term (0 = all)
+    region_base_weight: float = 1.0  # weight of base-labelled points in the region terms
     point_class_weights: tuple[float, ...] = ()  # point CE class weights (); () = plain CE
 
     def __post_init__(self) -> None:
@@ -72,6 +73,11 @@ class LossWeights:
             raise ConfigError(
                 f"LossWeights.region_temperature and region_max_points: expected >= 0, got "
                 f"{self.region_temperature} and {self.region_max_points}"
+            )
+        if not 0.0 <= self.region_base_weight <= 1.0:
+            raise ConfigError(
+                f"LossWeights.region_base_weight: expected in [0, 1], got "
+                f"{self.region_base_weight}"
             )
         if self.binary_pos_weight <= 0:
             raise ConfigError(
@@ -152,13 +158,25 @@ def region_loss_terms(
     generator: torch.Generator | None,
 ) -> dict[str, Tensor]:
     """The weighted region-caption terms ``loss_region_{3d,fused,2d}`` (those with weight != 0);
-    none when the batch has no ``point_region``."""
+    none when the batch has no ``point_region``.
+
+    Points that carry a base label (``batch.binary_labels == 1``) enter with the weight
+    ``weights.region_base_weight`` (1 = every associated point alike, as RegionPLC; 0 = only
+    points without a base label: the point CE already supervises the others, and a loose box
+    around a small object holds more wall than object). Only base labels are read, never a
+    novel one.
+    """
     device = outputs.feats_3d.rows.device
     if batch.point_region is None:
         return {}
     region = batch.point_region.to(device)
     target = torch.where(region >= 0, regions.region_to_phrase.to(device)[region.clamp(min=0)],
                          region)
+    point_weight = None
+    if weights.region_base_weight != 1.0 and batch.binary_labels is not None:
+        is_base = batch.binary_labels.to(device) == 1
+        point_weight = torch.where(is_base, weights.region_base_weight, 1.0)
+        target = torch.where(point_weight > 0, target, torch.full_like(target, -1))
     scale = (1.0 / weights.region_temperature if weights.region_temperature > 0
              else outputs.logit_scale)
     kw = dict(scale=scale, max_points=weights.region_max_points, generator=generator)
@@ -169,7 +187,7 @@ def region_loss_terms(
     losses = {}
     for name, (w, feats, tgt) in terms.items():
         if w != 0:   # points sharing a feature row and a phrase: one entry, weighted by count
-            rep, count = dedup_per_voxel(feats.index, tgt)
+            rep, count = dedup_per_voxel(feats.index, tgt, point_weight)
             losses[name] = w * region_contrast(feats.rows[feats.index[rep]], tgt[rep],
                                                regions.embeds, weights=count, **kw)
     return losses

@@ -82,15 +82,18 @@ def prime_phrase_cache(text, phrases: list[str], *, chunk: int = 64) -> None:
         text.encode_captions(phrases[start:start + chunk])
 
 
-def dedup_per_voxel(point2voxel: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+def dedup_per_voxel(point2voxel: Tensor, target: Tensor,
+                    point_weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One representative point per distinct (voxel, target) pair among points with a target.
 
     Args:
         point2voxel: (P,) voxel of each point.
         target: (P,) phrase of each point, -1 = none.
+        point_weight: (P,) weight of each point (default 1).
 
     Returns:
-        (K,) indices of representative points and (K,) float number of points each stands for.
+        (K,) indices of representative points and (K,) float summed weight (by default the
+        number of points) each stands for.
     """
     idx = torch.nonzero(target >= 0).flatten()
     if idx.numel() == 0:
@@ -100,7 +103,11 @@ def dedup_per_voxel(point2voxel: Tensor, target: Tensor) -> tuple[Tensor, Tensor
     first = torch.full((uniq.numel(),), idx.numel(), dtype=torch.int64, device=idx.device)
     first = first.scatter_reduce(0, inverse, torch.arange(idx.numel(), device=idx.device),
                                  reduce="amin")
-    return idx[first], counts.to(torch.float32)
+    if point_weight is None:
+        return idx[first], counts.to(torch.float32)
+    summed = torch.zeros(uniq.numel(), device=idx.device, dtype=torch.float32)
+    summed = summed.index_add(0, inverse, point_weight[idx].to(torch.float32))
+    return idx[first], summed
 
 
 def region_contrast(feats: Tensor, target: Tensor, phrase_embeds: Tensor, *,

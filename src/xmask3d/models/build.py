@@ -170,7 +170,8 @@ def loss_weights(cfg: XMask3DConfig) -> LossWeights:
         alignment_selection=c.alignment_selection,
         unlabelled_as_no_object=c.unlabelled_as_no_object, region_3d=c.region_3d,
         region_2d=c.region_2d, region_fused=c.region_fused,
-        region_temperature=c.region_temperature, region_max_points=c.region_max_points)
+        region_temperature=c.region_temperature, region_max_points=c.region_max_points,
+        region_base_weight=c.region_base_weight)
 
 
 def build_matcher(cfg: XMask3DConfig) -> HungarianMatcher:
