@@ -1,8 +1,8 @@
-"""Real-scan transfer levers (issue 16): each lever's training runs, seed by seed, scored twice.
+"""Training levers (issues 13 and 16): each lever's training runs, seed by seed, scored twice.
 
 A lever is a change of the training recipe (data made another way, an augmentation, an input
-channel) meant to help a model trained on generated rooms on a real scan. Each of its runs is
-scored on
+channel, a loss) meant to help a model trained on generated rooms, on held-out generated rooms
+(novel classes above all, issue 13) or on a real scan (issue 16). Each of its runs is scored on
 
 - the held-out generated rooms: ``xmask3d eval`` on the val split of ``--data`` (the bench data,
   every view, votes), fused hIoU / mIoU-base / mIoU-novel;
@@ -86,7 +86,7 @@ def levers_table(section: dict) -> list[str]:
     """RESULTS.md: one row per lever, mean ± half-range over its seeds."""
     if not section:
         return []
-    lines = ["## Real-scan transfer levers (issue 16)", "",
+    lines = ["## Training levers: generated rooms and the real scan (issues 13 and 16)", "",
              "Each lever is a change of the CPU recipe (tiny B15/N4 model, 1,100 steps, 96 "
              "generated training rooms); every run is scored on the 24 held-out generated rooms "
              "(fused prediction, every view) and on ScanNet scene0000_00 as `segment` runs on a "

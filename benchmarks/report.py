@@ -10,6 +10,7 @@ from benchmarks.caption_noise import NOISE_RATES, caption_noise_tables
 from benchmarks.common import prediction_cell as _cell
 from benchmarks.common import prediction_stat as _stat
 from benchmarks.levers import levers_table
+from benchmarks.region_purity import purity_table
 from benchmarks.quality import ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol, _protocol_key
 from benchmarks.real import real_segment_tables, real_tables
 from xmask3d.data.processed import atomic_write
@@ -481,6 +482,8 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
         lines += caption_noise_tables(data["caption_noise"], img) + [""]
     if data.get("learning3d"):
         lines += learning3d_tables(data["learning3d"]) + [""]
+    if data.get("region_purity"):
+        lines += purity_table(data["region_purity"]) + [""]
     if "real_scan" in data:
         lines += real_tables(data["real_scan"]) + [""]
     if data.get("real_scan_segment"):
