@@ -5,7 +5,9 @@ channel, a loss) meant to help a model trained on generated rooms, on held-out g
 (novel classes above all, issue 13) or on a real scan (issue 16). Each of its runs is scored on
 
 - the held-out generated rooms: ``xmask3d eval`` on the val split of ``--data`` (the bench data,
-  every view, votes), fused hIoU / mIoU-base / mIoU-novel;
+  every view, votes), fused hIoU / mIoU-base / mIoU-novel; and again without the base/novel
+  gate (``fusion.gating=false``: every point chooses among all 19 classes, as ``segment`` does
+  with a user's words), hIoU and the chair IoU;
 - ScanNet scene0000_00 as a user runs it (``benchmarks.real.segment_real_scan``: a bare PLY, the
   19 classes, ``--no-other``): mIoU-base and novel with virtual views and with the 3D network
   alone, and the floor and wall IoU (the two classes a user sees first).
@@ -13,8 +15,9 @@ channel, a loss) meant to help a model trained on generated rooms, on held-out g
 ``python -m benchmarks.levers --lever NAME --run RUN [--note TEXT]`` scores one finished run
 (``RUN/last.pt``; its seed is read from ``RUN/config.yaml``) and stores it under
 ``levers[NAME]`` of docs/results.json; scores already in ``RUN`` (``eval_bench/metrics.json``,
-``real_scene0000.json``) are read instead of computed again. RESULTS.md gets one row per lever
-(mean ± half-range over its seeds). scene0000_00 is evaluation only: nothing is tuned on it.
+``eval_ungated/metrics.json``, ``real_scene0000.json``) are read instead of computed again.
+RESULTS.md gets one row per lever (mean ± half-range over its seeds). scene0000_00 is
+evaluation only: nothing is tuned on it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ REAL_MODES = ("virtual", "3d-only")
 COLUMNS = (  # (header, where, key)
     ("generated hIoU", "synthetic", "hIoU"), ("generated base", "synthetic", "mIoU_base"),
     ("generated novel", "synthetic", "mIoU_novel"),
+    ("generated hIoU, no gate", "ungated", "hIoU"),
+    ("generated chair, no gate", "ungated", "chair"),
     ("real base, virtual views", "virtual", "mIoU_base"),
     ("real novel, virtual views", "virtual", "mIoU_novel"),
     ("real base, 3D only", "3d-only", "mIoU_base"),
@@ -56,6 +61,16 @@ def score_run(run: Path, data: Path) -> dict:
         if code != 0:
             raise RuntimeError(f"xmask3d eval of {ckpt} failed with exit code {code}")
     fused = json.loads(metrics.read_text())["predictions"]["fused"]
+    ungated_file = run / "eval_ungated" / "metrics.json"
+    if not ungated_file.is_file():
+        from xmask3d.cli import main as cli
+
+        code = cli(["eval", "--ckpt", str(ckpt), "--set", f"data.root={data}",
+                    "--set", "fusion.gating=false", "--out", str(ungated_file.parent),
+                    "--no-progress"])
+        if code != 0:
+            raise RuntimeError(f"xmask3d eval (no gate) of {ckpt} failed with exit code {code}")
+    ungated = json.loads(ungated_file.read_text())["predictions"]["fused"]
     real_file = run / "real_scene0000.json"
     if not real_file.is_file():
         from benchmarks.real import segment_real_scan
@@ -66,7 +81,9 @@ def score_run(run: Path, data: Path) -> dict:
         write_json(real_file, scores)
     real = json.loads(real_file.read_text())
     out = {"seed": seed, "run": str(run),
-           "synthetic": {k: round(fused[k], 1) for k in ("hIoU", "mIoU_base", "mIoU_novel")}}
+           "synthetic": {k: round(fused[k], 1) for k in ("hIoU", "mIoU_base", "mIoU_novel")},
+           "ungated": {**{k: round(ungated[k], 1) for k in ("hIoU", "mIoU_base", "mIoU_novel")},
+                       "chair": round(ungated["per_class_IoU"]["chair"], 1)}}
     for mode in REAL_MODES:
         r = real[mode]
         out[mode] = {"mIoU_base": r["mIoU_base"], "mIoU_novel": r["mIoU_novel"],

@@ -15,11 +15,16 @@ def _fake_run(root, seed: int, base: float, floor: float):
     """A finished run whose scores are already cached in its folder (nothing is computed)."""
     run = root / f"run_s{seed}"
     (run / "eval_bench").mkdir(parents=True)
+    (run / "eval_ungated").mkdir(parents=True)
     save_config(load_config("tiny/scannet_b15n4", [f"train.seed={seed}"]), run / "config.yaml")
     (run / "last.pt").write_bytes(b"")
     pred = {"hIoU": 30.04, "mIoU_base": base, "mIoU_novel": 25.0}
     (run / "eval_bench" / "metrics.json").write_text(json.dumps({"predictions": {
         "fused": pred, "3d": pred, "2d": pred}}))
+    ungated = {"hIoU": 20.0, "mIoU_base": base - 4, "mIoU_novel": 15.0,
+               "per_class_IoU": {"chair": floor / 2}}
+    (run / "eval_ungated" / "metrics.json").write_text(json.dumps({"predictions": {
+        "fused": ungated, "3d": ungated, "2d": ungated}}))
     real = {m: {"mIoU_base": base / 2, "mIoU_novel": 0.5, "hIoU": 1.0,
                 "per_class_IoU": {"floor": floor, "wall": 30.0, "bed": None}}
             for m in ("virtual", "3d-only")}
@@ -48,9 +53,11 @@ def test_runs_are_stored_by_seed_and_a_seed_scored_again_replaces_its_row(tmp_pa
     lines = levers_table(data["levers"])
     row = next(ln for ln in lines if ln.startswith("| augmentation"))
     cells = row.split(" | ")
-    # seeds, generated hIoU / base / novel, real virtual base / novel, 3D base, floor, wall
-    assert cells[1:] == ["0, 1", "30.0 ± 0.0", "47.0 ± 1.0", "25.0 ± 0.0", "23.5 ± 0.5",
-                         "0.5 ± 0.0", "23.5 ± 0.5", "52.0 ± 8.0", "30.0 ± 0.0 |"]
+    # seeds, generated hIoU / base / novel, no gate hIoU / chair, real virtual base / novel,
+    # 3D base, floor, wall
+    assert cells[1:] == ["0, 1", "30.0 ± 0.0", "47.0 ± 1.0", "25.0 ± 0.0", "20.0 ± 0.0",
+                         "26.0 ± 4.0", "23.5 ± 0.5", "0.5 ± 0.0", "23.5 ± 0.5", "52.0 ± 8.0",
+                         "30.0 ± 0.0 |"]
     assert "- **augmentation**: rotation" in lines
 
 
@@ -67,8 +74,8 @@ def test_single_seed_cells_and_missing_values():
         "virtual": {"mIoU_base": 4.0, "mIoU_novel": None, "floor": 5.0, "wall": 6.0},
         "3d-only": {"mIoU_base": 7.0, "mIoU_novel": 0.0, "floor": 8.0, "wall": 9.0}}]}}
     row = next(ln for ln in levers_table(section) if ln.startswith("| one seed"))
-    assert row.split(" | ")[1:] == ["0", "1.0", "2.0", "3.0", "4.0", "-", "7.0", "8.0",
-                                    "6.0 |"]
+    assert row.split(" | ")[1:] == ["0", "1.0", "2.0", "3.0", "-", "-", "4.0", "-", "7.0",
+                                    "8.0", "6.0 |"]
     assert levers_table({}) == []
 
 
