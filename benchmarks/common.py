@@ -65,13 +65,17 @@ def start_child(module: str, job: dict, log_path: Path, *, threads: int) -> subp
                             stderr=subprocess.STDOUT, env=env)
 
 
-def prediction_stat(runs: list[dict], kind: str, metric: str) -> tuple[float, float]:
-    """Mean and half-range over ``runs`` of ``predictions[kind][metric]`` (None and NaN skipped)."""
-    vals = [r["predictions"][kind][metric] for r in runs]
-    vals = [v for v in vals if v is not None and v == v]
+def mean_half_range(vals: list[float]) -> tuple[float, float]:
+    """Mean and half-range of ``vals`` (NaN, NaN when empty; half-range 0 for one value)."""
     if not vals:
         return float("nan"), float("nan")
     return statistics.mean(vals), (max(vals) - min(vals)) / 2 if len(vals) > 1 else 0.0
+
+
+def prediction_stat(runs: list[dict], kind: str, metric: str) -> tuple[float, float]:
+    """Mean and half-range over ``runs`` of ``predictions[kind][metric]`` (None and NaN skipped)."""
+    vals = [r["predictions"][kind][metric] for r in runs]
+    return mean_half_range([v for v in vals if v is not None and v == v])
 
 
 def prediction_cell(runs: list[dict], kind: str, metric: str) -> str:

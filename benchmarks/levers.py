@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
-from benchmarks.common import merge_results
+from benchmarks.common import mean_half_range, merge_results
 from xmask3d.apps.common import write_json
 
 __all__ = ["levers_table", "score_run"]
@@ -44,6 +43,22 @@ COLUMNS = (  # (header, where, key)
     ("real floor, 3D only", "3d-only", "floor"), ("real wall, virtual views", "virtual", "wall"))
 
 
+def _cached_eval(ckpt: Path, data: Path, out: Path, *overrides: str) -> dict:
+    """The fused scores of ``xmask3d eval`` of ``ckpt`` on the val rooms of ``data`` (with
+    ``overrides``), read from ``out/metrics.json`` or computed into it first."""
+    metrics = out / "metrics.json"
+    if not metrics.is_file():
+        from xmask3d.cli import main as cli
+
+        sets = [a for o in overrides for a in ("--set", o)]
+        code = cli(["eval", "--ckpt", str(ckpt), "--set", f"data.root={data}", *sets,
+                    "--out", str(out), "--no-progress"])
+        if code != 0:
+            raise RuntimeError(f"xmask3d eval {' '.join(overrides)} of {ckpt} failed with exit "
+                               f"code {code}")
+    return json.loads(metrics.read_text())["predictions"]["fused"]
+
+
 def score_run(run: Path, data: Path) -> dict:
     """The seed and scores of the finished training run ``run`` (cached in the run folder)."""
     from xmask3d.config import load_config
@@ -52,25 +67,8 @@ def score_run(run: Path, data: Path) -> dict:
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: no checkpoint; the run has not finished")
     seed = load_config(str(run / "config.yaml")).train.seed
-    metrics = run / "eval_bench" / "metrics.json"
-    if not metrics.is_file():
-        from xmask3d.cli import main as cli
-
-        code = cli(["eval", "--ckpt", str(ckpt), "--set", f"data.root={data}",
-                    "--out", str(metrics.parent), "--no-progress"])
-        if code != 0:
-            raise RuntimeError(f"xmask3d eval of {ckpt} failed with exit code {code}")
-    fused = json.loads(metrics.read_text())["predictions"]["fused"]
-    ungated_file = run / "eval_ungated" / "metrics.json"
-    if not ungated_file.is_file():
-        from xmask3d.cli import main as cli
-
-        code = cli(["eval", "--ckpt", str(ckpt), "--set", f"data.root={data}",
-                    "--set", "fusion.gating=false", "--out", str(ungated_file.parent),
-                    "--no-progress"])
-        if code != 0:
-            raise RuntimeError(f"xmask3d eval (no gate) of {ckpt} failed with exit code {code}")
-    ungated = json.loads(ungated_file.read_text())["predictions"]["fused"]
+    fused = _cached_eval(ckpt, data, run / "eval_bench")
+    ungated = _cached_eval(ckpt, data, run / "eval_ungated", "fusion.gating=false")
     real_file = run / "real_scene0000.json"
     if not real_file.is_file():
         from benchmarks.real import segment_real_scan
@@ -95,8 +93,8 @@ def _cell(runs: list[dict], where: str, key: str) -> str:
     vals = [r[where][key] for r in runs if r.get(where, {}).get(key) is not None]
     if not vals:
         return "-"
-    m = statistics.mean(vals)
-    return f"{m:.1f} ± {(max(vals) - min(vals)) / 2:.1f}" if len(vals) > 1 else f"{m:.1f}"
+    m, s = mean_half_range(vals)
+    return f"{m:.1f} ± {s:.1f}" if len(vals) > 1 else f"{m:.1f}"
 
 
 def levers_table(section: dict) -> list[str]:

@@ -23,6 +23,7 @@ under ``region_purity`` in docs/results.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 from pathlib import Path
 
@@ -38,8 +39,14 @@ def _word_pattern(word: str) -> str:
     return rf"\b(?:{re.escape(word)}|{plural})\b"
 
 
-def named_classes(phrase: str, classes: list[str]) -> set[str]:
+def named_classes(phrase: str, classes: list[str] | tuple[str, ...]) -> set[str]:
     """The classes of ``classes`` that ``phrase`` names (see the module docstring)."""
+    return set(_named_classes(phrase, tuple(classes)))
+
+
+@functools.cache
+def _named_classes(phrase: str, classes: tuple[str, ...]) -> frozenset[str]:
+    """:func:`named_classes`, once per (phrase, classes): views repeat their phrases."""
     from xmask3d.data.synth.captions import SYNONYMS
 
     spans = []   # (start, end, class or None) of every captioner word found in the phrase
@@ -52,7 +59,7 @@ def named_classes(phrase: str, classes: list[str]) -> set[str]:
         inside = any(s <= start and end <= e and (e - s) > (end - start) for s, e, _ in spans)
         if kind is not None and not inside:
             named.add(kind)
-    return named
+    return frozenset(named)
 
 
 def region_purity(data: Path, *, views: int = 100, config: str = "tiny/scannet_b15n4") -> dict:
