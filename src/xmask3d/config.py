@@ -153,6 +153,8 @@ class LossCfg:
     region_temperature: float = 0.07      # 0 = the model's learned logit scale
     region_max_points: int = 0            # random cap on the entries of each term (0 = all)
     region_base_weight: float = 1.0       # weight of base-labelled points in those terms
+    region_class_candidates: bool = False  # base class names join the phrases as candidates
+    region_about_share: float = 0.25      # phrase about class c from this share of c points
     point_balance: float = 0.0            # point CE class weights f_c ** -x from the training
                                           # labels' frequencies (0 = plain CE, as published)
 
@@ -353,6 +355,9 @@ def validate(cfg: XMask3DConfig) -> None:
     if not 0.0 <= cfg.loss.region_base_weight <= 1.0:
         raise ConfigError(f"loss.region_base_weight must be in [0, 1], got "
                           f"{cfg.loss.region_base_weight}")
+    if not 0.0 < cfg.loss.region_about_share <= 1.0:
+        raise ConfigError(f"loss.region_about_share must be in (0, 1], got "
+                          f"{cfg.loss.region_about_share}")
     if cfg.loss.point_balance < 0:
         raise ConfigError(f"loss.point_balance must be >= 0 (0 = plain CE), got "
                           f"{cfg.loss.point_balance}")

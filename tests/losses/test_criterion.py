@@ -11,7 +11,12 @@ from xmask3d.errors import ConfigError
 from xmask3d.losses.alignment import mask_region_alignment
 from xmask3d.losses.criterion import LossWeights, compute_losses
 from xmask3d.losses.matcher import HungarianMatcher
-from xmask3d.losses.region_contrast import RegionText, region_contrast, unique_phrases
+from xmask3d.losses.region_contrast import (
+    RegionText,
+    class_candidate_table,
+    region_contrast,
+    unique_phrases,
+)
 from xmask3d.models.outputs import PointRows, XMask3DOutput
 
 P, B, H, W, Q, C, E, LAYERS = 40, 2, 8, 8, 3, 3, 8, 2
@@ -279,3 +284,37 @@ def test_region_base_weight_scales_base_labelled_points(base_weight: float) -> N
 def test_region_base_weight_outside_0_1_is_refused() -> None:
     with pytest.raises(ConfigError, match="region_base_weight"):
         LossWeights(region_base_weight=1.5)
+
+
+def test_class_candidates_teach_base_points_their_class_name() -> None:
+    batch, text = _regions_batch()           # phrases: 0 "a sofa", 1 "a lamp", 2 "a desk"
+    outputs = make_outputs()
+    labels = torch.full((40,), 255)
+    labels[10:16] = 1                        # the "a lamp" region lies on chair points
+    labels[20:22] = 2                        # two table points under "a sofa"
+    labels[36:40] = 0                        # wall points in no region
+    batch.labels, batch.binary_labels = labels, (labels != 255).long()
+    weights = LossWeights(num_points=None, region_fused=1.0, region_class_candidates=True,
+                          region_base_weight=0.5, region_about_share=0.5)
+    terms = compute_losses(outputs, batch, weights=weights,
+                           matcher=HungarianMatcher(num_points=None), caption_embeds=None,
+                           alignment_on=False, region_text=text)
+    # "a lamp" is about chair (6 of its 6 points); "a sofa" is about nothing (2 of 20 table)
+    about = torch.zeros(3, C, dtype=torch.bool)
+    about[1, 1] = True
+    target = torch.tensor([0] * 10 + [3 + 1] * 6 + [-1] * 4 + [3 + 2] * 2 + [0] * 8
+                          + [2] * 4 + [-1, -1] + [3 + 0] * 4)
+    w = torch.where(labels != 255, 0.5, 1.0)
+    candidates = torch.cat([text.embeds, outputs.class_embeds])
+    expected = region_contrast(outputs.point_feats_fused, target, candidates, scale=1 / 0.07,
+                               weights=w, candidate_table=class_candidate_table(about))
+    assert terms["loss_region_fused"].item() == pytest.approx(expected.item(), rel=1e-4)
+    # the chair points' own phrase is no negative: with it as one, their CE (and the mean) grows
+    loose = region_contrast(outputs.point_feats_fused, target, candidates, scale=1 / 0.07,
+                            weights=w)
+    assert expected.item() < loose.item() - 1e-3
+
+
+def test_region_about_share_outside_0_1_is_refused() -> None:
+    with pytest.raises(ConfigError, match="region_about_share"):
+        LossWeights(region_about_share=0.0)

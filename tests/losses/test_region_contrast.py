@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from xmask3d.losses.region_contrast import (
+    class_candidate_table,
     dedup_per_voxel,
+    phrase_class_share,
     prime_phrase_cache,
     region_contrast,
     region_text_embeddings,
@@ -163,3 +165,37 @@ def test_weighted_dedup_sums_the_point_weights() -> None:
     slow = region_contrast(voxel_feats[point2voxel], target, phrases, scale=5.0,
                            weights=point_weight)
     assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
+
+
+def test_phrase_class_share_counts_base_labels_over_all_points_of_a_phrase() -> None:
+    phrase = torch.tensor([0, 0, 0, 0, 1, 1, -1, 2])
+    labels = torch.tensor([1, 1, 0, 9, 0, 1, 1, 9])       # 9: read nowhere (not base)
+    is_base = torch.tensor([True, True, True, False, False, True, True, False])
+    share = phrase_class_share(phrase, labels, is_base, num_phrases=4, num_classes=2)
+    expected = torch.tensor([[0.25, 0.5], [0.0, 0.5], [0.0, 0.0], [0.0, 0.0]])
+    assert torch.equal(share, expected)                   # the -1 point counts nowhere
+
+
+def test_class_candidate_table_drops_only_the_phrases_about_the_class() -> None:
+    about = torch.tensor([[True, False], [False, False], [True, True]])   # (U=3, C=2)
+    table = class_candidate_table(about)
+    assert table.shape == (5, 5)
+    assert table[:3].all()                                 # phrase targets: every candidate
+    assert table[3].tolist() == [False, True, False, True, True]     # class 0
+    assert table[4].tolist() == [True, True, False, True, True]      # class 1
+
+
+def test_candidate_table_equals_leaving_the_candidate_out() -> None:
+    g = torch.Generator().manual_seed(4)
+    embeds = F.normalize(torch.randn(4, 6, generator=g), dim=-1)
+    feats = torch.randn(5, 6, generator=g)
+    target = torch.tensor([0, 0, 1, -1, 3])
+    table = torch.ones(4, 4, dtype=torch.bool)
+    table[0, 2] = False                                    # target 0: phrase 2 is no candidate
+    masked = region_contrast(feats, target, embeds, scale=5.0, candidate_table=table)
+    logits = 5.0 * F.normalize(feats, dim=-1) @ embeds.t()
+    logits[:2, 2] = float("-inf")
+    per = F.cross_entropy(logits[[0, 1, 2, 4]], target[[0, 1, 2, 4]], reduction="none")
+    assert masked.item() == pytest.approx(per.mean().item(), rel=1e-5)
+    plain = region_contrast(feats, target, embeds, scale=5.0)
+    assert plain.item() > masked.item()                    # one negative fewer for two entries

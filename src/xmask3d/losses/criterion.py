@@ -19,7 +19,13 @@ from xmask3d.losses.alignment import caption_alignment, mask_region_alignment
 from xmask3d.losses.mask_losses import set_criterion
 from xmask3d.losses.matcher import HungarianMatcher
 from xmask3d.losses.point_losses import binary_loss, point_cross_entropy
-from xmask3d.losses.region_contrast import RegionText, dedup_per_voxel, region_contrast
+from xmask3d.losses.region_contrast import (
+    RegionText,
+    class_candidate_table,
+    dedup_per_voxel,
+    phrase_class_share,
+    region_contrast,
+)
 from xmask3d.models.outputs import XMask3DOutput
 
 __all__ = ["LossWeights", "compute_losses", "needs_region_text", "region_loss_terms"]
@@ -55,6 +61,8 @@ class LossWeights:
     region_temperature: float = 0.07  # its temperature; 0 = the model's learned logit scale
     region_max_points: int = 0  # random cap on the entries of each region term (0 = all)
     region_base_weight: float = 1.0  # weight of base-labelled points in the region terms
+    region_class_candidates: bool = False  # base class names join the phrases as candidates
+    region_about_share: float = 0.25  # a phrase is about class c from this share of c points
     point_class_weights: tuple[float, ...] = ()  # point CE class weights (); () = plain CE
 
     def __post_init__(self) -> None:
@@ -78,6 +86,11 @@ class LossWeights:
             raise ConfigError(
                 f"LossWeights.region_base_weight: expected in [0, 1], got "
                 f"{self.region_base_weight}"
+            )
+        if not 0.0 < self.region_about_share <= 1.0:
+            raise ConfigError(
+                f"LossWeights.region_about_share: expected in (0, 1], got "
+                f"{self.region_about_share}"
             )
         if self.binary_pos_weight <= 0:
             raise ConfigError(
@@ -165,6 +178,11 @@ def region_loss_terms(
     points without a base label: the point CE already supervises the others, and a loose box
     around a small object holds more wall than object). Only base labels are read, never a
     novel one.
+
+    With ``weights.region_class_candidates`` the base class names join the candidates
+    (``losses/region_contrast.py``): base-labelled points (weight ``region_base_weight``) are
+    taught their class name against the phrases not about it, the others their phrase against
+    the base class names too.
     """
     device = outputs.feats_3d.rows.device
     if batch.point_region is None:
@@ -173,13 +191,27 @@ def region_loss_terms(
     target = torch.where(region >= 0, regions.region_to_phrase.to(device)[region.clamp(min=0)],
                          region)
     point_weight = None
-    if weights.region_base_weight != 1.0 and batch.binary_labels is not None:
+    candidates, table = regions.embeds, None
+    if weights.region_class_candidates:
+        labels = _require(batch, "labels").to(device)
+        num_phrases, num_classes = regions.embeds.shape[0], outputs.class_embeds.shape[0]
+        is_base = ((_require(batch, "binary_labels").to(device) == 1) & (labels >= 0)
+                   & (labels < num_classes))
+        share = phrase_class_share(target, labels, is_base, num_phrases, num_classes)
+        table = class_candidate_table(share >= weights.region_about_share)
+        target = torch.where(is_base, num_phrases + labels, target)
+        point_weight = torch.where(is_base, weights.region_base_weight, 1.0)
+        target = torch.where(point_weight > 0, target, torch.full_like(target, -1))
+        candidates = torch.cat([regions.embeds,
+                                outputs.class_embeds.detach().to(regions.embeds)])
+    elif weights.region_base_weight != 1.0 and batch.binary_labels is not None:
         is_base = batch.binary_labels.to(device) == 1
         point_weight = torch.where(is_base, weights.region_base_weight, 1.0)
         target = torch.where(point_weight > 0, target, torch.full_like(target, -1))
     scale = (1.0 / weights.region_temperature if weights.region_temperature > 0
              else outputs.logit_scale)
-    kw = dict(scale=scale, max_points=weights.region_max_points, generator=generator)
+    kw = dict(scale=scale, max_points=weights.region_max_points, generator=generator,
+              candidate_table=table)
     covered = torch.where(outputs.point_covered, target, torch.full_like(target, -1))
     terms = {"loss_region_3d": (weights.region_3d, outputs.feats_3d, target),
              "loss_region_fused": (weights.region_fused, outputs.feats_fused, target),
@@ -189,7 +221,7 @@ def region_loss_terms(
         if w != 0:   # points sharing a feature row and a phrase: one entry, weighted by count
             rep, count = dedup_per_voxel(feats.index, tgt, point_weight)
             losses[name] = w * region_contrast(feats.rows[feats.index[rep]], tgt[rep],
-                                               regions.embeds, weights=count, **kw)
+                                               candidates, weights=count, **kw)
     return losses
 
 

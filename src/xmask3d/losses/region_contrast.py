@@ -12,6 +12,13 @@ The 3D features of all points of a voxel are equal (they are gathered from the v
 3D term is computed once per distinct (voxel, phrase) pair, weighted by its number of points:
 the same value as the per-point mean at a fraction of the cost. ``max_points`` optionally caps
 the entries of a term by a uniform random subset (``generator``).
+
+With class candidates (``loss.region_class_candidates``, :func:`phrase_class_share`), the base
+class names join the phrases as candidates: a point without a base label is taught its phrase
+with the base class names as negatives (it is none of them), and a base-labelled point is taught
+its own class name with the phrases as negatives, except phrases *about* its class (those whose
+associated points carry that base label in at least ``about_share`` of cases: "a wooden chair"
+is no negative of a chair point, "a grey couch" is). Only base labels are read.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ from torch import Tensor
 
 from xmask3d.models.fusion.mask_to_points import cosine_logits
 
-__all__ = ["RegionText", "dedup_per_voxel", "prime_phrase_cache", "region_contrast",
-           "region_text_embeddings", "unique_phrases"]
+__all__ = ["RegionText", "class_candidate_table", "dedup_per_voxel", "phrase_class_share",
+           "prime_phrase_cache", "region_contrast", "region_text_embeddings", "unique_phrases"]
 
 
 @dataclass
@@ -110,9 +117,45 @@ def dedup_per_voxel(point2voxel: Tensor, target: Tensor,
     return idx[first], summed
 
 
+def phrase_class_share(phrase: Tensor, labels: Tensor, is_base: Tensor, num_phrases: int,
+                       num_classes: int) -> Tensor:
+    """(U, C) share of the points associated with each phrase that carry each base label.
+
+    Args:
+        phrase: (P,) phrase of each point, -1 = none.
+        labels: (P,) base label of each point (read only where ``is_base``).
+        is_base: (P,) bool, the point carries a base label.
+        num_phrases, num_classes: U and C.
+
+    Returns:
+        (U, C) float: points of phrase u with base label c over all points of phrase u (0 for a
+        phrase without points).
+    """
+    on = phrase >= 0
+    total = torch.bincount(phrase[on], minlength=num_phrases).to(torch.float32)
+    both = on & is_base
+    key = phrase[both] * num_classes + labels[both]
+    counts = torch.bincount(key, minlength=num_phrases * num_classes).to(torch.float32)
+    return counts.view(num_phrases, num_classes) / total.clamp_min(1.0)[:, None]
+
+
+def class_candidate_table(about: Tensor) -> Tensor:
+    """(U + C, U + C) bool: row t = the candidates of an entry whose target is t.
+
+    Targets ``< U`` are phrases (every candidate); target ``U + c`` is base class ``c``, whose
+    candidates are the class names and the phrases not about ``c`` (``about``: (U, C) bool).
+    """
+    num_phrases, num_classes = about.shape
+    n = num_phrases + num_classes
+    table = torch.ones(n, n, dtype=torch.bool, device=about.device)
+    table[num_phrases:, :num_phrases] = ~about.t()
+    return table
+
+
 def region_contrast(feats: Tensor, target: Tensor, phrase_embeds: Tensor, *,
                     scale: Tensor | float, weights: Tensor | None = None,
-                    max_points: int = 0, generator: torch.Generator | None = None) -> Tensor:
+                    max_points: int = 0, generator: torch.Generator | None = None,
+                    candidate_table: Tensor | None = None) -> Tensor:
     """Weighted mean cross-entropy of ``scale * cos(feature, phrase)`` against each target.
 
     Args:
@@ -123,6 +166,8 @@ def region_contrast(feats: Tensor, target: Tensor, phrase_embeds: Tensor, *,
         weights: (K,) weight of each entry (e.g. points per voxel), default 1.
         max_points: keep a uniform random subset of at most this many entries (0 = all).
         generator: random source of that subset.
+        candidate_table: (U, U) bool, row t = the candidates of an entry with target t (the
+            target itself must be one); default every phrase.
 
     Returns:
         () loss; 0 (connected to ``feats``) when no entry has a target.
@@ -139,6 +184,9 @@ def region_contrast(feats: Tensor, target: Tensor, phrase_embeds: Tensor, *,
         return feats.sum() * 0.0
     f = feats.float()
     logits = cosine_logits(f, phrase_embeds.to(f), torch.as_tensor(scale, dtype=f.dtype))
+    if candidate_table is not None:
+        allowed = candidate_table[target.clamp(min=0)]
+        logits = logits.masked_fill(~allowed, float("-inf"))
     ce = F.cross_entropy(logits, target, ignore_index=-1, reduction="none")
     w = valid.to(ce.dtype) if weights is None else weights.to(ce) * valid
     return (ce * w).sum() / w.sum()

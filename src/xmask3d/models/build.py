@@ -171,7 +171,9 @@ def loss_weights(cfg: XMask3DConfig) -> LossWeights:
         unlabelled_as_no_object=c.unlabelled_as_no_object, region_3d=c.region_3d,
         region_2d=c.region_2d, region_fused=c.region_fused,
         region_temperature=c.region_temperature, region_max_points=c.region_max_points,
-        region_base_weight=c.region_base_weight)
+        region_base_weight=c.region_base_weight,
+        region_class_candidates=c.region_class_candidates,
+        region_about_share=c.region_about_share)
 
 
 def build_matcher(cfg: XMask3DConfig) -> HungarianMatcher:
