@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -304,15 +306,24 @@ def test_class_candidates_teach_base_points_their_class_name() -> None:
     about[1, 1] = True
     target = torch.tensor([0] * 10 + [3 + 1] * 6 + [-1] * 4 + [3 + 2] * 2 + [0] * 8
                           + [2] * 4 + [-1, -1] + [3 + 0] * 4)
-    w = torch.where(labels != 255, 0.5, 1.0)
     candidates = torch.cat([text.embeds, outputs.class_embeds])
-    expected = region_contrast(outputs.point_feats_fused, target, candidates, scale=1 / 0.07,
-                               weights=w, candidate_table=class_candidate_table(about))
+    table = class_candidate_table(about)
+
+    def mean_of(tgt, tab=table):
+        return region_contrast(outputs.point_feats_fused, tgt, candidates, scale=1 / 0.07,
+                               candidate_table=tab)
+
+    phrase_part = mean_of(torch.where(target < 3, target, -1))
+    class_part = mean_of(torch.where(target >= 3, target, -1))
+    expected = phrase_part + 0.5 * class_part      # two means: base points do not dilute phrases
     assert terms["loss_region_fused"].item() == pytest.approx(expected.item(), rel=1e-4)
     # the chair points' own phrase is no negative: with it as one, their CE (and the mean) grows
-    loose = region_contrast(outputs.point_feats_fused, target, candidates, scale=1 / 0.07,
-                            weights=w)
-    assert expected.item() < loose.item() - 1e-3
+    loose = mean_of(torch.where(target >= 3, target, -1), tab=None)
+    assert class_part.item() < loose.item() - 1e-3
+    no_base = compute_losses(outputs, batch, weights=replace(weights, region_base_weight=0.0),
+                             matcher=HungarianMatcher(num_points=None), caption_embeds=None,
+                             alignment_on=False, region_text=text)
+    assert no_base["loss_region_fused"].item() == pytest.approx(phrase_part.item(), rel=1e-4)
 
 
 def test_region_about_share_outside_0_1_is_refused() -> None:

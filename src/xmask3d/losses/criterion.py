@@ -180,9 +180,10 @@ def region_loss_terms(
     novel one.
 
     With ``weights.region_class_candidates`` the base class names join the candidates
-    (``losses/region_contrast.py``): base-labelled points (weight ``region_base_weight``) are
-    taught their class name against the phrases not about it, the others their phrase against
-    the base class names too.
+    (``losses/region_contrast.py``): base-labelled points are taught their class name against
+    the phrases not about it, the others their phrase against the base class names too; each
+    term is the mean over the phrase entries plus ``region_base_weight`` times the mean over
+    the class-name entries.
     """
     device = outputs.feats_3d.rows.device
     if batch.point_region is None:
@@ -200,8 +201,6 @@ def region_loss_terms(
         share = phrase_class_share(target, labels, is_base, num_phrases, num_classes)
         table = class_candidate_table(share >= weights.region_about_share)
         target = torch.where(is_base, num_phrases + labels, target)
-        point_weight = torch.where(is_base, weights.region_base_weight, 1.0)
-        target = torch.where(point_weight > 0, target, torch.full_like(target, -1))
         candidates = torch.cat([regions.embeds,
                                 outputs.class_embeds.detach().to(regions.embeds)])
     elif weights.region_base_weight != 1.0 and batch.binary_labels is not None:
@@ -218,10 +217,24 @@ def region_loss_terms(
              "loss_region_2d": (weights.region_2d, outputs.feats_2d, covered)}
     losses = {}
     for name, (w, feats, tgt) in terms.items():
-        if w != 0:   # points sharing a feature row and a phrase: one entry, weighted by count
+        if w == 0:
+            continue
+        if table is None:   # points sharing a feature row and a phrase: one entry, by count
             rep, count = dedup_per_voxel(feats.index, tgt, point_weight)
             losses[name] = w * region_contrast(feats.rows[feats.index[rep]], tgt[rep],
                                                candidates, weights=count, **kw)
+            continue
+        # class candidates: phrase entries and class-name entries are averaged apart, so the
+        # many base points do not dilute the phrase term: phrase mean + base weight * class mean
+        rep, count = dedup_per_voxel(feats.index, tgt)
+        rows, tgt = feats.rows[feats.index[rep]], tgt[rep]
+        num_phrases = regions.embeds.shape[0]
+        loss = region_contrast(rows, torch.where(tgt < num_phrases, tgt, -1), candidates,
+                               weights=count, **kw)
+        if weights.region_base_weight > 0:
+            loss = loss + weights.region_base_weight * region_contrast(
+                rows, torch.where(tgt >= num_phrases, tgt, -1), candidates, weights=count, **kw)
+        losses[name] = w * loss
     return losses
 
 
