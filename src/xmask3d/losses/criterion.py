@@ -226,14 +226,15 @@ def region_loss_terms(
             continue
         # class candidates: phrase entries and class-name entries are averaged apart, so the
         # many base points do not dilute the phrase term: phrase mean + base weight * class mean
+        # (each mean sees only its own entries: no logits are computed for the other kind)
         rep, count = dedup_per_voxel(feats.index, tgt)
         rows, tgt = feats.rows[feats.index[rep]], tgt[rep]
-        num_phrases = regions.embeds.shape[0]
-        loss = region_contrast(rows, torch.where(tgt < num_phrases, tgt, -1), candidates,
-                               weights=count, **kw)
+        is_phrase = tgt < regions.embeds.shape[0]
+        loss = region_contrast(rows[is_phrase], tgt[is_phrase], candidates,
+                               weights=count[is_phrase], **kw)
         if weights.region_base_weight > 0:
             loss = loss + weights.region_base_weight * region_contrast(
-                rows, torch.where(tgt >= num_phrases, tgt, -1), candidates, weights=count, **kw)
+                rows[~is_phrase], tgt[~is_phrase], candidates, weights=count[~is_phrase], **kw)
         losses[name] = w * loss
     return losses
 

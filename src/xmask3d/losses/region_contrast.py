@@ -166,8 +166,8 @@ def region_contrast(feats: Tensor, target: Tensor, phrase_embeds: Tensor, *,
         weights: (K,) weight of each entry (e.g. points per voxel), default 1.
         max_points: keep a uniform random subset of at most this many entries (0 = all).
         generator: random source of that subset.
-        candidate_table: (U, U) bool, row t = the candidates of an entry with target t (the
-            target itself must be one); default every phrase.
+        candidate_table: (U, U) bool over the U candidates, row t = those of an entry with
+            target t (the target itself must be one); default every candidate.
 
     Returns:
         () loss; 0 (connected to ``feats``) when no entry has a target.
