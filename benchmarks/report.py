@@ -9,10 +9,11 @@ from pathlib import Path
 from benchmarks.caption_noise import NOISE_RATES, caption_noise_tables
 from benchmarks.common import prediction_cell as _cell
 from benchmarks.common import prediction_stat as _stat
+from benchmarks.demo_scenes import demo_scenes_table
 from benchmarks.levers import levers_table
-from benchmarks.region_purity import purity_table
 from benchmarks.quality import ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol, _protocol_key
 from benchmarks.real import real_segment_tables, real_tables
+from benchmarks.region_purity import purity_table
 from xmask3d.data.processed import atomic_write
 
 PAPER_B15N4 = {"XMask3D (paper, ScanNet)": (70.0, 69.8, 70.2)}
@@ -490,6 +491,8 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
         lines += real_segment_tables(data["real_scan_segment"]) + [""]
     if data.get("levers"):
         lines += levers_table(data["levers"]) + [""]
+    if data.get("demo_scenes"):
+        lines += demo_scenes_table(data["demo_scenes"]) + [""]
     if "speed" in data:
         if data["speed"].get("segment_curve"):
             plot_segment_curve(data["speed"]["segment_curve"], img / "segment_cost_curve.png")

@@ -19,16 +19,27 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+SCENES, VIEWS, SEED = 24, 8, 0      # the demo's generated data (``--scenes/--views/--seed``)
+
+
+def segment_argv(scan: Path, views: Path, ckpt: Path, out: Path, *extra: str) -> list[str]:
+    """The demo's ``segment`` call: the 19 ScanNet classes (novel ones included) as the user's
+    words, the scan's own views, ``ckpt``; ``benchmarks.demo_scenes`` scores the same call."""
+    from xmask3d.data.labels import SCANNET20_NAMES
+
+    return ["segment", str(scan), "--classes", ", ".join(SCANNET20_NAMES[:19]),
+            "--views", str(views), "--ckpt", str(ckpt), "--out", str(out), *extra]
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="run the whole pipeline on synthetic rooms "
                                            "(and the real ScanNet scan when present)")
     p.add_argument("--out", default="runs/demo", help="output folder")
-    p.add_argument("--scenes", type=int, default=24, help="synthetic scenes to generate")
-    p.add_argument("--views", type=int, default=8, help="views per synthetic scene")
+    p.add_argument("--scenes", type=int, default=SCENES, help="synthetic scenes to generate")
+    p.add_argument("--views", type=int, default=VIEWS, help="views per synthetic scene")
     p.add_argument("--steps", type=int, default=120, help="training steps (batch of 4 views)")
     p.add_argument("--config", default="tiny/scannet_b15n4")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=SEED)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for the training step (repeatable), e.g. "
                         "--set data.augment=true")
@@ -49,6 +60,16 @@ def _step(title: str, argv: list[str]) -> float:
     if code != 0:
         raise SystemExit(f"demo step '{title}' failed with exit code {code}")
     return time.perf_counter() - t0
+
+
+def held_out_scene(data: Path) -> tuple[Path, Path]:
+    """The point file and views folder of the first val scene of the generated ``data``: the
+    room the demo segments (never trained on)."""
+    from xmask3d.data.processed import ProcessedLayout
+
+    layout = ProcessedLayout(data)
+    scene = layout.scene_names("val")[0]
+    return layout.point_file("val", scene), layout.scene_2d_dir(scene)
 
 
 def export_real_scan(out: Path) -> tuple[Path, Path] | None:
@@ -90,21 +111,15 @@ def run(args: argparse.Namespace) -> int:
     times["eval"] = _step("3/5 evaluate on the held-out synthetic scenes (hIoU)", [
         "eval", "--ckpt", str(ckpt), "--set", f"data.root={data}", "--out", str(out / "eval"),
         *progress])
-    from xmask3d.data.labels import SCANNET20_NAMES
-    from xmask3d.data.processed import ProcessedLayout
-
-    layout = ProcessedLayout(data)
-    scene = layout.scene_names("val")[0]
-    vocab = ", ".join(SCANNET20_NAMES[:19])
-    times["segment_synth"] = _step(f"4/5 segment held-out scene {scene} (novel classes included)", [
-        "segment", str(layout.point_file("val", scene)), "--classes", vocab,
-        "--views", str(layout.scene_2d_dir(scene)), "--ckpt", str(ckpt),
-        "--out", str(out / "segment_synth"), *progress])
+    scan, scan_views = held_out_scene(data)
+    scene = scan_views.name
+    times["segment_synth"] = _step(
+        f"4/5 segment held-out scene {scene} (novel classes included)",
+        segment_argv(scan, scan_views, ckpt, out / "segment_synth", *progress))
     real = export_real_scan(out / "real")
     if real is not None:
-        times["segment_real"] = _step("5/5 segment the real ScanNet scan scene0000_00", [
-            "segment", str(real[0]), "--classes", vocab, "--views", str(real[1]),
-            "--ckpt", str(ckpt), "--out", str(out / "segment_real"), *progress])
+        times["segment_real"] = _step("5/5 segment the real ScanNet scan scene0000_00",
+                                      segment_argv(*real, ckpt, out / "segment_real", *progress))
     else:
         print("\n=== 5/5 skipped: ../shared/data/real (the ScanNet fixture) is not present")
     outputs = {"data": str(data), "checkpoint": str(ckpt), "eval": str(out / "eval"),
@@ -117,17 +132,13 @@ def run(args: argparse.Namespace) -> int:
         # the same two scans with the bundled checkpoint (`make checkpoint`: 1,100 steps on 96
         # rooms), which shows what a longer training run than the demo's few minutes gives
         times["segment_synth_bundled"] = _step(
-            f"extra: segment {scene} with the bundled checkpoint (longer training)", [
-                "segment", str(layout.point_file("val", scene)), "--classes", vocab,
-                "--views", str(layout.scene_2d_dir(scene)), "--ckpt", str(bundled),
-                "--out", str(out / "segment_synth_bundled"), *progress])
+            f"extra: segment {scene} with the bundled checkpoint (longer training)",
+            segment_argv(scan, scan_views, bundled, out / "segment_synth_bundled", *progress))
         outputs["segment_synth_bundled"] = str(out / "segment_synth_bundled")
         if real is not None:
             times["segment_real_bundled"] = _step(
-                "extra: segment scene0000_00 with the bundled checkpoint", [
-                    "segment", str(real[0]), "--classes", vocab, "--views", str(real[1]),
-                    "--ckpt", str(bundled), "--out", str(out / "segment_real_bundled"),
-                    *progress])
+                "extra: segment scene0000_00 with the bundled checkpoint",
+                segment_argv(*real, bundled, out / "segment_real_bundled", *progress))
             outputs["segment_real_bundled"] = str(out / "segment_real_bundled")
     if args.make_checkpoint:
         from xmask3d.engine.checkpoint import export_model_checkpoint
