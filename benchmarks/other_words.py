@@ -22,13 +22,16 @@ Figures per scene set: % of wall points and % of floor points that take one of t
 Also the ``query`` heat map "something to sit on" before and after (LERF phrases alone vs. with
 the background words): % of floor/wall points and of chair/sofa/bed points above relevance 0.5.
 Writes the ``other_words`` key of ``<out>/results.json`` (other keys kept), the pictures to
-``<runs>/other_words/`` and prints the figures.
+``<runs>/other_words/`` and prints the figures. ``--ckpt PATH --label NAME`` scores a candidate
+checkpoint the same way (its own calibrated cuts) into ``other_words_candidates[NAME]``, so a
+replacement for the bundled checkpoint can be judged before it is swapped in.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -183,6 +186,33 @@ def _pictures(folder: Path, name: str, s: dict, cuts: dict) -> None:
                          vmax=1.0, title=f"{name}: \u201c{QUERY}\u201d ({what})")
 
 
+def candidates_table(section: dict) -> list[str]:
+    """RESULTS.md: README's five words with candidate checkpoints (the ``both`` rule, each with
+    its own calibrated cut), one row per candidate."""
+    if not section:
+        return []
+    cols = (("real wall taking a word", "scene0000_00", "wall_points_taking_a_word_pct"),
+            ("real floor taking a word", "scene0000_00", "floor_points_taking_a_word_pct"),
+            ("real chair/sofa/table with their word", "scene0000_00",
+             "chair_sofa_table_points_with_their_word_pct"),
+            ("generated chair/sofa/table with their word", "generated_rooms",
+             "chair_sofa_table_points_with_their_word_pct"),
+            ("generated chairs with their word", "generated_rooms",
+             "chair_points_with_their_word_pct"))
+    lines = ["## README's five words with candidate checkpoints", "",
+             f"`segment --classes \"{', '.join(WORDS)}\"` (virtual views) with background words "
+             "and a probability cut calibrated on generated rooms for each checkpoint, as for the "
+             "bundled one. Cells: % of points. `python -m benchmarks.other_words --ckpt PATH "
+             "--label NAME`.", "",
+             "| checkpoint | cut | " + " | ".join(c[0] for c in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    for label, r in section.items():
+        lines.append(f"| {label} | {r['calibration']['cuts']['both']} | " + " | ".join(
+            fmt(r.get(where, {}).get("both", {}).get(key)) for _, where, key in cols) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -199,14 +229,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1601, help="synth seed (unseen in training)")
     p.add_argument("--virtual-views", type=int, default=8)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--ckpt", type=Path, default=None,
+                   help="a candidate checkpoint instead of the bundled one: its figures go to "
+                        "other_words_candidates[--label] and the bundled ones stay as they are")
+    p.add_argument("--label", default=None, help="the candidate's name (with --ckpt)")
     args = p.parse_args(argv)
+    if (args.ckpt is None) != (args.label is None):
+        p.error("--ckpt and --label go together")
     start = time.perf_counter()
     work = args.runs / "other_words"
     data = work / f"synth_{args.rooms}_{args.seed}"
     if not any(data.rglob("*.pth")):
         cli(["synth", "--out", str(data), "--scenes", str(args.rooms), "--views", "2",
              "--seed", str(args.seed), "--val-fraction", "0", "--no-progress"])
-    lm = load_inference_model(None, device=args.device)
+    lm = load_inference_model(args.ckpt, device=args.device)
     rooms = []
     for scan in sorted(data.rglob("*.pth")):
         rooms.append((score_scene(lm, scan, device=args.device, views=args.virtual_views),
@@ -216,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     for option in ("threshold", "both"):
         cuts[option], curves[option] = calibrate(rooms, option)
     result = {"words": list(WORDS), "virtual_views": args.virtual_views,
-              "checkpoint": "bundled tiny_synthetic.pt",
+              "checkpoint": str(args.ckpt) if args.ckpt else "bundled tiny_synthetic.pt",
               "calibration": {"rule": "cut on a 0.05 grid maximising, over the generated rooms, "
                                       "the mean of (chair/sofa/table points with their word) "
                                       "and (other labelled points labelled other)",
@@ -242,11 +278,20 @@ def main(argv: list[str] | None = None) -> int:
                                               "balanced_accuracy": round(balanced_accuracy(c),
                                                                          4)}
         result["scene0000_00"]["query"] = query_figures([(s, gt)])
-        _pictures(work, "scene0000_00", s, cuts)
-    _pictures(work, "generated_room0", rooms[0][0], cuts)
+    pics = work / re.sub(r"[^A-Za-z0-9]+", "_", args.label).strip("_") if args.label else work
+    if real is not None:
+        _pictures(pics, "scene0000_00", s, cuts)
+    _pictures(pics, "generated_room0", rooms[0][0], cuts)
     result["machine"] = {**machine(), "threads": torch.get_num_threads()}
     result["seconds"] = round(time.perf_counter() - start, 1)
-    merge_results(args.out / "results.json", "other_words", result)
+    if args.label:
+        results = args.out / "results.json"
+        section = (json.loads(results.read_text()).get("other_words_candidates", {})
+                   if results.is_file() else {})
+        section[args.label] = result
+        merge_results(results, "other_words_candidates", section)
+    else:
+        merge_results(args.out / "results.json", "other_words", result)
     print(json.dumps(result, indent=1))
     return 0
 

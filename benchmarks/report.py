@@ -11,6 +11,7 @@ from benchmarks.common import prediction_cell as _cell
 from benchmarks.common import prediction_stat as _stat
 from benchmarks.demo_scenes import demo_scenes_table
 from benchmarks.levers import levers_table
+from benchmarks.other_words import candidates_table
 from benchmarks.quality import ABLATIONS, BUDGET_STEPS, SPLIT_CONFIGS, Protocol, _protocol_key
 from benchmarks.real import real_segment_tables, real_tables
 from benchmarks.region_purity import purity_table
@@ -491,6 +492,8 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
         lines += real_segment_tables(data["real_scan_segment"]) + [""]
     if data.get("levers"):
         lines += levers_table(data["levers"]) + [""]
+    if data.get("other_words_candidates"):
+        lines += candidates_table(data["other_words_candidates"]) + [""]
     if data.get("demo_scenes"):
         lines += demo_scenes_table(data["demo_scenes"]) + [""]
     if "speed" in data:
