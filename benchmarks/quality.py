@@ -239,15 +239,20 @@ def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
     """Train and evaluate the requested splits, ablations and extra budgets; results are merged
     into the ``quality`` section of ``results`` after every run (rows of other splits and
     ablations measured under the same protocol are kept, and so are their finished seeds, which
-    are not re-run). Each row has the seeds of :meth:`Protocol.row_seeds`. Runs are ordered
-    seed-major, so every row gets its first seed before any gets its second; the extra budgets
-    (``budget``: optimiser steps of the full B15/N4 model, first seed only, or the first
-    ``budget_seeds`` seeds) come last, longest first."""
+    are not re-run; a section of another protocol moves to ``quality_previous``). Each row has
+    the seeds of :meth:`Protocol.row_seeds`. Runs are ordered seed-major, so every row gets
+    its first seed before any gets its second; the extra budgets (``budget``: optimiser steps
+    of the full B15/N4 model, first seed only, or the first ``budget_seeds`` seeds) come last,
+    longest first."""
     data = ensure_data(runs_dir / "bench_data", proto)
     old = json.loads(results.read_text()).get("quality", {}) if results.is_file() else {}
     same = {k: v for k, v in old.get("protocol", {}).items() if k != "seeds"} == \
         _protocol_key(proto)
     kinds = ("splits", "ablations", "budget")
+    if not same and any(old.get(k) for k in kinds):
+        # runs of another protocol: kept under quality_previous (RESULTS.md shows them as such)
+        # rather than dropped, so a protocol change can be measured run by run across sessions
+        merge_results(results, "quality_previous", old)
     section: dict = {"protocol": {**_protocol_key(proto), "seeds": list(proto.seeds)},
                      **{k: dict(old.get(k, {})) if same else {} for k in kinds}}
     rows = [("splits", n, SPLIT_CONFIGS[n], [], split_slug(n), None) for n in splits]

@@ -85,3 +85,26 @@ def test_claim_rows_get_three_seeds_and_the_others_two(tmp_path, monkeypatch):
     # seed-major: every row's first seed comes before any row's second
     first_second = next(i for i, t in enumerate(seen) if t.seed == 1)
     assert all(t.seed == 0 for t in seen[:first_second]) and len(seen[:first_second]) == 10
+
+
+def test_a_section_of_another_protocol_moves_to_quality_previous(tmp_path, monkeypatch):
+    import benchmarks.quality as Q
+
+    proto = Q.Protocol(steps=1100, seeds=(0, 1))
+    results = tmp_path / "results.json"
+    old = {"protocol": {"scenes": 30, "steps": 250, "seeds": [0, 1]},
+           "splits": {"B15/N4": [_run(0), _run(1)]}, "ablations": {}, "budget": {}}
+    results.write_text(json.dumps({"quality": old, "speed": {"x": 1}}))
+    seen = []
+    monkeypatch.setattr(Q, "ensure_data", lambda root, p: root)
+    monkeypatch.setattr(Q, "_pool", lambda tasks, **kw: seen.extend(tasks))
+    Q.run_quality(tmp_path, results, proto=proto, splits=["B12/N7"], ablations=[],
+                  runs_dir=tmp_path)
+    stored = json.loads(results.read_text())
+    assert stored["quality_previous"] == old                 # kept, not dropped
+    assert stored["quality"]["splits"] == {}                 # nothing of it counts as the new one
+    assert stored["quality"]["protocol"]["steps"] == 1100 and stored["speed"] == {"x": 1}
+    assert [(t.name, t.seed) for t in seen] == [("B12/N7", 0), ("B12/N7", 1)]
+    # a second invocation under the new protocol leaves quality_previous alone
+    Q.run_quality(tmp_path, results, proto=proto, splits=[], ablations=[], runs_dir=tmp_path)
+    assert json.loads(results.read_text())["quality_previous"] == old

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.report import ablation_findings, render
+from benchmarks.quality_tables import ablation_findings
+from benchmarks.report import render
 
 
 def _run(seed: int, h: float, b: float = 50.0, n: float = 20.0) -> dict:
@@ -166,3 +167,26 @@ def test_train_seconds_are_summed_from_the_log_windows(tmp_path):
     (tmp_path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
     # 5 steps x 4 views / 2 views/s = 10 s, then 5 x 4 / 4 = 5 s more
     assert train_seconds_by_step(tmp_path / "log.jsonl") == {5: 10.0, 10: 15.0}
+
+
+def test_the_earlier_protocol_keeps_its_own_section(tmp_path):
+    from benchmarks.quality import Protocol, _protocol_key
+
+    def split(scenes, steps, base):
+        return {"protocol": {"scenes": scenes, "views": 2, "data_seed": 0, "steps": steps,
+                             "seeds": [0], "extra": []},
+                "splits": {"B12/N7": [{**_run(0, 10.0, base, 5.0), "steps": steps}]}}
+
+    now = {**split(120, 1100, 40.0), "protocol": {**_protocol_key(Protocol()), "seeds": [0]}}
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "results.json").write_text(json.dumps({"quality": now,
+                                                   "quality_previous": split(30, 250, 30.0)}))
+    render(docs / "results.json", docs / "RESULTS.md")
+    text = (docs / "RESULTS.md").read_text()
+    head, prev = text.split("## Quality under the earlier protocol")
+    assert "| B12/N7 | fused | 10.0 | 40.0 | 5.0 |" in head.split("## Quality on the fixed")[1]
+    assert "**250 optimiser steps of 4 views**" in prev
+    assert "| B12/N7 | fused | 10.0 | 30.0 | 5.0 |" in prev
+    assert "measured under an earlier protocol" not in head      # the current one is stored
+    assert "earlier protocol (30 rooms, 250 steps) are kept in their own section" in head
