@@ -186,11 +186,13 @@ def _pictures(folder: Path, name: str, s: dict, cuts: dict) -> None:
                          vmax=1.0, title=f"{name}: \u201c{QUERY}\u201d ({what})")
 
 
-def candidates_table(section: dict) -> list[str]:
+def candidates_table(section: dict, bundled: dict | None = None) -> list[str]:
     """RESULTS.md: README's five words with candidate checkpoints (the ``both`` rule, each with
-    its own calibrated cut), one row per candidate."""
+    its own calibrated cut), one row per candidate after the bundled checkpoint's row."""
     if not section:
         return []
+    if bundled:
+        section = {"bundled checkpoint": bundled, **section}
     cols = (("real wall taking a word", "scene0000_00", "wall_points_taking_a_word_pct"),
             ("real floor taking a word", "scene0000_00", "floor_points_taking_a_word_pct"),
             ("real chair/sofa/table with their word", "scene0000_00",

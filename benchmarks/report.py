@@ -333,7 +333,8 @@ def render(results: Path, out: Path, extra_sections: list[str] | None = None) ->
     if data.get("levers"):
         lines += levers_table(data["levers"]) + [""]
     if data.get("other_words_candidates"):
-        lines += candidates_table(data["other_words_candidates"]) + [""]
+        lines += candidates_table(data["other_words_candidates"],
+                                  data.get("other_words")) + [""]
     if data.get("demo_scenes"):
         lines += demo_scenes_table(data["demo_scenes"]) + [""]
     if "speed" in data:

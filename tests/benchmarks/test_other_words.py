@@ -49,4 +49,6 @@ def test_candidates_table_one_row_per_checkpoint():
                         "scene0000_00": {"both": both}, "generated_rooms": {"both": both}}}
     lines = candidates_table(section)
     assert "| cand | 0.35 | 6.5 | 5.4 | 30.0 | 30.0 | - |" in lines
+    rows = [ln for ln in candidates_table(section, bundled=section["cand"]) if ln[:3] == "| b"]
+    assert rows == ["| bundled checkpoint | 0.35 | 6.5 | 5.4 | 30.0 | 30.0 | - |"]
     assert candidates_table({}) == []
