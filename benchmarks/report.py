@@ -268,27 +268,34 @@ def how_to_run(data: dict) -> list[str]:
              "../shared/data/real and the B15/N4 seed-0 run), `--only speed`. "
              "Finished runs of the same protocol are kept in results.json and not re-run; delete "
              "the file to start over."]
-    if seen:
+    now = Protocol()
+    needed = sum(len(now.row_seeds("splits", n)) for n in SPLIT_CONFIGS) + sum(
+        len(now.row_seeds("ablations", n)) for n in ABLATIONS if not n.startswith("full")) + \
+        len(NOISE_RATES) * len(now.seeds)
+    share = sum(BUDGET_STEPS) / now.steps
+    stored = {k: v for k, v in q.get("protocol", {}).items() if k != "seeds"}
+    if seen and len(seen) >= needed:
         lines[0] += (f" The {len(seen)} training runs in this file took {total / 3600:.1f} h of "
                      "training in total on the 2-core machine (evaluation adds about 15 s per "
                      f"run); run as they were (two at a time where marked), they take about "
                      f"{wall / 3600:.1f} h of wall time, so a fresh `make bench` takes about "
                      f"{wall / 3600 + 0.1:.1f} h with the speed section (about 5 min).")
-    now = Protocol()
-    stored = {k: v for k, v in q.get("protocol", {}).items() if k != "seeds"}
+    elif seen:
+        hours = (needed + share) * wall / len(seen) / 3600
+        lines[0] += (f" `make bench` trains {needed} runs plus the shorter budgets ({share:.2f} "
+                     f"of a run); {len(seen)} of them are in this file ({total / 3600:.1f} h of "
+                     "training on the 2-core machine, two at a time where marked). At their mean "
+                     f"wall time per run the whole takes about {hours:.1f} h (an estimate from "
+                     "those runs, not a measured `make bench`).")
     if stored and stored != _protocol_key(now):
-        runs = sum(len(now.row_seeds("splits", n)) for n in SPLIT_CONFIGS) + sum(
-            len(now.row_seeds("ablations", n)) for n in ABLATIONS if not n.startswith("full")) + \
-            len(NOISE_RATES) * len(now.seeds)
-        share = sum(BUDGET_STEPS) / now.steps
         ref = next(iter(data.get("recipe", {}).get("curves", {}).values()), {}).get("points")
         lines[0] += (f" **The quality tables below were measured under an earlier protocol** "
                      f"(stated in them). `make bench` now runs the protocol of "
                      f"`benchmarks/quality.py`: {now.scenes} rooms, {now.steps} steps, "
-                     f"{runs} runs plus the shorter budgets ({share:.2f} of a run)")
+                     f"{needed} runs plus the shorter budgets ({share:.2f} of a run)")
         if ref:
             per = ref[-1]["train_s"] / 60 + 1.0          # + about 1 min of evaluation
-            hours = (runs + share) * per / 2 / 60
+            hours = (needed + share) * per / 2 / 60
             lines[0] += (f"; one {ref[-1]['step']}-step run took {ref[-1]['train_s'] / 60:.1f} min "
                          f"of training at 1 thread beside a second run, so two at a time the "
                          f"quality and ablation runs take about {hours:.1f} h (an estimate from "
