@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -82,3 +83,8 @@ def prediction_cell(runs: list[dict], kind: str, metric: str) -> str:
     """A table cell: ``mean ± half-range`` over several runs, the value of one."""
     m, s = prediction_stat(runs, kind, metric)
     return f"{m:.1f} ± {s:.1f}" if len(runs) > 1 else f"{m:.1f}"
+
+
+def label_slug(label: str) -> str:
+    """A checkpoint's table label as a file-name part safe in paths and Markdown links."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")

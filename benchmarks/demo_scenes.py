@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import merge_results
+from benchmarks.common import label_slug, merge_results
 
 __all__ = ["demo_scenes_table", "own_name_figures"]
 
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, default=Path("runs/demo_scenes"))
     p.add_argument("--out", type=Path, default=Path("docs"), help="folder of results.json, img/")
     a = p.parse_args(argv)
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", a.label).strip("_")
+    slug = label_slug(a.label)
     scans = score_checkpoint(a.ckpt, a.work / slug)
     (a.out / "img").mkdir(parents=True, exist_ok=True)
     for scan, s in scans.items():

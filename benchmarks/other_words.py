@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import machine, merge_results
+from benchmarks.common import label_slug, machine, merge_results
 
 WORDS = ("chair", "sofa", "table", "lamp", "plant")       # README's example
 OWN_WORD = {"chair": 4, "sofa": 5, "table": 6}            # ScanNet20 ids of the words it has
@@ -280,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                                               "balanced_accuracy": round(balanced_accuracy(c),
                                                                          4)}
         result["scene0000_00"]["query"] = query_figures([(s, gt)])
-    pics = work / re.sub(r"[^A-Za-z0-9]+", "_", args.label).strip("_") if args.label else work
+    pics = work / label_slug(args.label) if args.label else work
     if real is not None:
         _pictures(pics, "scene0000_00", s, cuts)
     _pictures(pics, "generated_room0", rooms[0][0], cuts)

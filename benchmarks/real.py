@@ -8,12 +8,11 @@ would (3 frames, virtual views, 3D only) and scores all its vertices per class.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import merge_results
+from benchmarks.common import label_slug, merge_results
 
 __all__ = ["real_segment_tables", "real_tables", "run_real", "segment_real_scan", "segment_scores"]
 
@@ -179,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in modes if m not in SEGMENT_MODES]
     if unknown:
         p.error(f"unknown mode(s) {unknown}; known: {', '.join(SEGMENT_MODES)}")
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", a.label).strip("_")      # safe in paths and links
+    slug = label_slug(a.label)
     work = Path(a.work) / slug
     scores = segment_real_scan(Path(a.ckpt) if a.ckpt else None, work, modes)
     out = Path(a.out)
