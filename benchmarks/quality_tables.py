@@ -46,6 +46,8 @@ def quality_tables(q: dict, *, previous: bool = False) -> list[str]:
             lines.append(f"| {split} | {kind} | {_cell(runs, kind, 'hIoU')} | "
                          f"{_cell(runs, kind, 'mIoU_base')} | {_cell(runs, kind, 'mIoU_novel')} | "
                          f"{_train_time(runs)} |")
+    if not splits:
+        lines += ["", "No split of this protocol has finished a run yet."]
     if "B15/N4" in q.get("splits", {}):
         runs = q["splits"]["B15/N4"]
         b, _ = _stat(runs, "fused", "mIoU_base")
