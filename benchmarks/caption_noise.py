@@ -20,7 +20,7 @@ import json
 import statistics
 from pathlib import Path
 
-from benchmarks.common import merge_results
+from benchmarks.common import merge_results, read_section
 from benchmarks.common import prediction_cell as _cell
 from benchmarks.common import prediction_stat as _mean
 from benchmarks.quality import SPLIT_CONFIGS, Protocol, _pool, _protocol_key, _Task, ensure_data
@@ -63,7 +63,7 @@ def run_caption_noise(results: Path, runs_dir: Path, *, proto: Protocol,
     """Train and evaluate the full B15/N4 model at each region-caption error rate, seeds
     ``proto.seeds``; finished seeds of the same protocol are kept and not re-run. Runs are
     ordered seed-major (every rate gets its first seed before any gets its second)."""
-    old = json.loads(results.read_text()).get("caption_noise", {}) if results.is_file() else {}
+    old = read_section(results, "caption_noise")
     key = _protocol_key(proto)
     same = {k: v for k, v in old.get("protocol", {}).items() if k != "seeds"} == key
     runs: dict[str, dict[int, dict]] = {

@@ -50,6 +50,11 @@ def timer(out: dict, key: str):
     out[key] = time.perf_counter() - t0
 
 
+def read_section(path: Path, section: str) -> dict:
+    """The ``section`` of the JSON results file, ``{}`` when the file or the section is absent."""
+    return json.loads(path.read_text()).get(section, {}) if path.is_file() else {}
+
+
 def merge_results(path: Path, section: str, values: dict) -> None:
     """Write ``values`` under ``section`` of the JSON results file (atomically)."""
     data = json.loads(path.read_text()) if path.is_file() else {}

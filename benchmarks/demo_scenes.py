@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import label_slug, merge_results
+from benchmarks.common import label_slug, merge_results, read_section
 
 __all__ = ["demo_scenes_table", "own_name_figures"]
 
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(s.pop("picture"), a.out / "img" / image)
         s["image"] = image
     results = a.out / "results.json"
-    section = json.loads(results.read_text()).get("demo_scenes", {}) if results.is_file() else {}
+    section = read_section(results, "demo_scenes")
     old = section.get(a.label, {})
     section[a.label] = {"ckpt": str(a.ckpt) if a.ckpt else "bundled", "scans": scans,
                         "note": a.note if a.note is not None else old.get("note", "")}

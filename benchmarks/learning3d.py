@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from benchmarks.common import merge_results, start_child
+from benchmarks.common import merge_results, read_section, start_child
 from xmask3d.data.batch import IGNORE_LABEL
 from xmask3d.data.dataset import collate_views
 from xmask3d.data.processed import atomic_write
@@ -230,8 +230,7 @@ def _cli(argv: list[str]) -> int:
             rows.append({**novel_diagnosis(Path(path), Path(a.data)), "label": label or path})
             print(json.dumps(rows[-1]))
         results = Path(a.results)
-        section = json.loads(results.read_text()).get("learning3d", {}) if results.is_file() \
-            else {}
+        section = read_section(results, "learning3d")
         labels = {r["label"] for r in rows}
         section["novel"] = [r for r in section.get("novel", []) if r.get("label") not in labels]
         section["novel"] += rows

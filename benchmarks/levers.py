@@ -26,7 +26,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.common import mean_half_range, merge_results
+from benchmarks.common import mean_half_range, merge_results, read_section
 from xmask3d.apps.common import write_json
 
 __all__ = ["levers_table", "score_run"]
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         a.data = ensure_data(Path("runs/bench/bench_data"), Protocol())
     row = score_run(a.run, a.data)
     results = a.out / "results.json"
-    section = json.loads(results.read_text()).get("levers", {}) if results.is_file() else {}
+    section = read_section(results, "levers")
     entry = section.setdefault(a.lever, {"note": "", "runs": []})
     if a.note is not None:
         entry["note"] = a.note

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import label_slug, machine, merge_results
+from benchmarks.common import label_slug, machine, merge_results, read_section
 
 WORDS = ("chair", "sofa", "table", "lamp", "plant")       # README's example
 OWN_WORD = {"chair": 4, "sofa": 5, "table": 6}            # ScanNet20 ids of the words it has
@@ -239,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--ckpt and --label go together")
     start = time.perf_counter()
     work = args.runs / "other_words"
+    pics = work / label_slug(args.label) if args.label else work
     data = work / f"synth_{args.rooms}_{args.seed}"
     if not any(data.rglob("*.pth")):
         cli(["synth", "--out", str(data), "--scenes", str(args.rooms), "--views", "2",
@@ -279,16 +280,13 @@ def main(argv: list[str] | None = None) -> int:
                                               "balanced_accuracy": round(balanced_accuracy(c),
                                                                          4)}
         result["scene0000_00"]["query"] = query_figures([(s, gt)])
-    pics = work / label_slug(args.label) if args.label else work
-    if real is not None:
         _pictures(pics, "scene0000_00", s, cuts)
     _pictures(pics, "generated_room0", rooms[0][0], cuts)
     result["machine"] = {**machine(), "threads": torch.get_num_threads()}
     result["seconds"] = round(time.perf_counter() - start, 1)
     if args.label:
         results = args.out / "results.json"
-        section = (json.loads(results.read_text()).get("other_words_candidates", {})
-                   if results.is_file() else {})
+        section = read_section(results, "other_words_candidates")
         section[args.label] = result
         merge_results(results, "other_words_candidates", section)
     else:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import merge_results, start_child
+from benchmarks.common import merge_results, read_section, start_child
 
 SPLIT_CONFIGS = {"B15/N4": "tiny/scannet_b15n4", "B12/N7": "tiny/scannet_b12n7",
                  "B10/N9": "tiny/scannet_b10n9"}
@@ -245,7 +245,7 @@ def run_quality(out: Path, results: Path, *, proto: Protocol, splits: list[str],
     of the full B15/N4 model, first seed only, or the first ``budget_seeds`` seeds) come last,
     longest first."""
     data = ensure_data(runs_dir / "bench_data", proto)
-    old = json.loads(results.read_text()).get("quality", {}) if results.is_file() else {}
+    old = read_section(results, "quality")
     same = {k: v for k, v in old.get("protocol", {}).items() if k != "seeds"} == \
         _protocol_key(proto)
     kinds = ("splits", "ablations", "budget")

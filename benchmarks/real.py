@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import label_slug, merge_results
+from benchmarks.common import label_slug, merge_results, read_section
 
 __all__ = ["real_segment_tables", "real_tables", "run_real", "segment_real_scan", "segment_scores"]
 
@@ -188,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(s.pop("picture"), out / "img" / image)
         s["image"] = image
     results = out / "results.json"
-    section = json.loads(results.read_text()).get("real_scan_segment", {}) if results.is_file() \
-        else {}
+    section = read_section(results, "real_scan_segment")
     section[a.label] = {"note": a.note, "ckpt": a.ckpt or "bundled", "modes": scores}
     merge_results(results, "real_scan_segment", section)
     return 0
